@@ -1,0 +1,185 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/acu-patrol/acu/internal/event"
+	"github.com/acu-patrol/acu/internal/metrics"
+	"github.com/acu-patrol/acu/workflows"
+)
+
+// Judge is the thresholds copy: Sync once per batch, then Lookup per result.
+type Judge interface {
+	Sync(ctx context.Context) error
+	Lookup(exerciseID string) (float64, bool)
+}
+
+// WorkflowStarter is the part of the Temporal client the alert service uses.
+type WorkflowStarter interface {
+	ExecuteWorkflow(ctx context.Context, options client.StartWorkflowOptions, workflow any, args ...any) (client.WorkflowRun, error)
+}
+
+// AlertConfig configures the alert handler.
+type AlertConfig struct {
+	// FollowUpAfter is passed to every deployment; zero means the workflow default (30m).
+	FollowUpAfter time.Duration
+	// MaxInFlight bounds the concurrent workflow starts of this process,
+	// across partitions; default 256.
+	MaxInFlight int
+	// NotifyMaxAttempts is passed to every deployment; zero means no limit.
+	NotifyMaxAttempts int32
+}
+
+// Alerts judges results and starts one PatrolDeployment per failing one.
+type Alerts struct {
+	cfg     AlertConfig
+	judge   Judge
+	starter WorkflowStarter
+	log     *slog.Logger
+	m       *metrics.Metrics
+	sem     chan struct{}
+}
+
+// NewAlerts returns the alert handler.
+func NewAlerts(cfg AlertConfig, judge Judge, starter WorkflowStarter, log *slog.Logger, m *metrics.Metrics) *Alerts {
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 256
+	}
+	return &Alerts{cfg: cfg, judge: judge, starter: starter, log: log, m: m, sem: make(chan struct{}, cfg.MaxInFlight)}
+}
+
+// Failing is a result judged failing, with the threshold that judged it.
+type Failing struct {
+	Result    event.Result
+	Threshold float64
+}
+
+// JudgeBatch splits results into the failing ones (deduplicated by
+// identity, first kept) and counts the verdicts. The thresholds copy must
+// have been synced. This is the per-record hot path: no I/O.
+func (a *Alerts) JudgeBatch(results []event.Result) (failing []Failing, pass, unknown int) {
+	var seen map[string]struct{}
+	for _, r := range results {
+		th, ok := a.judge.Lookup(r.ExerciseID)
+		switch {
+		case !ok:
+			unknown++
+		case r.Metric < th:
+			if seen == nil {
+				seen = make(map[string]struct{})
+			}
+			if _, dup := seen[r.ID]; dup {
+				continue
+			}
+			seen[r.ID] = struct{}{}
+			failing = append(failing, Failing{Result: r, Threshold: th})
+		default:
+			pass++
+		}
+	}
+	return failing, pass, unknown
+}
+
+// Handle implements Handler: sync the thresholds, judge, and start the
+// deployments concurrently; nil once every start is acknowledged (a start
+// of an existing deployment is acknowledged too).
+func (a *Alerts) Handle(ctx context.Context, results []event.Result) error {
+	if err := a.judge.Sync(ctx); err != nil {
+		return fmt.Errorf("thresholds not current, not judging: %w", err)
+	}
+	failing, pass, unknown := a.JudgeBatch(results)
+	a.m.Judged.WithLabelValues("pass").Add(float64(pass))
+	a.m.Judged.WithLabelValues("unknown_exercise").Add(float64(unknown))
+	a.m.Judged.WithLabelValues("fail").Add(float64(len(results) - pass - unknown))
+
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		failed   int
+	)
+	for _, f := range failing {
+		select {
+		case a.sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return ctx.Err()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-a.sem }()
+			if err := a.start(ctx, f); err != nil {
+				mu.Lock()
+				failed++
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return fmt.Errorf("%d of %d workflow starts failed: %w", failed, len(failing), firstErr)
+	}
+	return nil
+}
+
+// StartOptions are the start options of the deployment for a failing result.
+func StartOptions(f Failing) client.StartWorkflowOptions {
+	r := f.Result
+	return client.StartWorkflowOptions{
+		ID:        workflows.PatrolWorkflowID(r.ID),
+		TaskQueue: workflows.TaskQueue,
+		// A second start with the same ID, running or closed, is refused:
+		// one patrol per event whatever the number of deliveries.
+		WorkflowIDReusePolicy:                    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			workflows.StudentIDKey.ValueSet(r.StudentID),
+			workflows.ExerciseIDKey.ValueSet(r.ExerciseID),
+			workflows.MetricKey.ValueSet(r.Metric),
+			workflows.ThresholdKey.ValueSet(f.Threshold),
+			workflows.PatrolStatusKey.ValueSet(workflows.StatusDispatching),
+		),
+	}
+}
+
+func (a *Alerts) start(ctx context.Context, f Failing) error {
+	r := f.Result
+	in := workflows.PatrolInput{
+		EventID: r.ID, StudentID: r.StudentID, ExerciseID: r.ExerciseID, Metric: r.Metric,
+		Latitude: r.Latitude, Longitude: r.Longitude, FailedAt: r.Timestamp,
+		Threshold: f.Threshold, HasThreshold: true, FollowUpAfter: a.cfg.FollowUpAfter,
+		NotifyMaxAttempts: a.cfg.NotifyMaxAttempts,
+	}
+	began := time.Now()
+	_, err := a.starter.ExecuteWorkflow(ctx, StartOptions(f), workflows.PatrolWorkflowType, in)
+	var already *serviceerror.WorkflowExecutionAlreadyStarted
+	switch {
+	case err == nil:
+		a.m.WorkflowStarts.WithLabelValues("started").Inc()
+		a.m.StartLatency.Observe(time.Since(began).Seconds())
+		a.log.Debug("patrol deployment started", "workflow_id", workflows.PatrolWorkflowID(r.ID), "student_id", r.StudentID, "exercise_id", r.ExerciseID, "metric", r.Metric, "threshold", f.Threshold)
+		return nil
+	case errors.As(err, &already):
+		a.m.WorkflowStarts.WithLabelValues("already_started").Inc()
+		a.m.StartLatency.Observe(time.Since(began).Seconds())
+		return nil
+	default:
+		a.m.WorkflowStarts.WithLabelValues("error").Inc()
+		return fmt.Errorf("starting %s: %w", workflows.PatrolWorkflowID(r.ID), err)
+	}
+}

@@ -1,0 +1,347 @@
+// Package ingest holds the Kafka consumers of the result stream: the alert
+// service (judge each result, start a PatrolDeployment per failing one) and
+// the archiver (copy every result to the store).
+//
+// Both run on Consumer: a franz-go consumer group with manual commits and one
+// goroutine per assigned partition. A partition's batch is validated,
+// rejects go to the DLQ, the valid results go to a Handler, and the offsets
+// are committed only once all of that is durable. A failed batch is retried
+// with backoff, never skipped; partitions never wait on each other.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/acu-patrol/acu/internal/event"
+	"github.com/acu-patrol/acu/internal/metrics"
+)
+
+// Topics and DLQ headers of the contract (DESIGN.md §2.1).
+const (
+	ResultsTopic = "piscine.results"
+	DLQTopic     = "piscine.results.dlq"
+	// HeaderError holds a human-readable reason on a DLQ record.
+	HeaderError = "acu-error"
+	// HeaderSource holds "topic/partition/offset" of the rejected record.
+	HeaderSource = "acu-source"
+	// HeaderGroup names the consumer group that rejected the record; each
+	// group validates on its own, so a DLQ record per rejecting group.
+	HeaderGroup = "acu-consumer-group"
+)
+
+// Consumer group names.
+const (
+	AlertsGroup  = "acu-alerts"
+	ArchiveGroup = "acu-archiver"
+)
+
+// Handler receives the valid results of one partition batch, in offset
+// order. It returns nil only once every result's effect is durable; an error
+// makes the Consumer retry the whole batch, so Handle must be idempotent.
+type Handler interface {
+	Handle(ctx context.Context, results []event.Result) error
+}
+
+// ConsumerConfig configures a Consumer.
+type ConsumerConfig struct {
+	// Brokers are the Kafka seed brokers. Required.
+	Brokers []string
+	// Group is the consumer group. Required.
+	Group string
+	// Topic is the topic consumed; default ResultsTopic.
+	Topic string
+	// DLQTopic receives the rejected records; default DLQTopic.
+	DLQTopic string
+	// MaxPollRecords bounds the records taken per poll; default 5000.
+	MaxPollRecords int
+	// AttemptTimeout bounds one attempt at a batch; default 30s.
+	AttemptTimeout time.Duration
+	// Logger is required.
+	Logger *slog.Logger
+	// Metrics is required.
+	Metrics *metrics.Metrics
+	// ExtraOpts are appended to the franz-go options (tests use them).
+	ExtraOpts []kgo.Opt
+}
+
+func (c *ConsumerConfig) withDefaults() (ConsumerConfig, error) {
+	cfg := *c
+	if len(cfg.Brokers) == 0 {
+		return cfg, errors.New("consumer: no Kafka brokers")
+	}
+	if cfg.Group == "" {
+		return cfg, errors.New("consumer: no group")
+	}
+	if cfg.Logger == nil || cfg.Metrics == nil {
+		return cfg, errors.New("consumer: Logger and Metrics are required")
+	}
+	if cfg.Topic == "" {
+		cfg.Topic = ResultsTopic
+	}
+	if cfg.DLQTopic == "" {
+		cfg.DLQTopic = DLQTopic
+	}
+	if cfg.MaxPollRecords <= 0 {
+		cfg.MaxPollRecords = 5000
+	}
+	if cfg.AttemptTimeout <= 0 {
+		cfg.AttemptTimeout = 30 * time.Second
+	}
+	return cfg, nil
+}
+
+// Consumer consumes the results topic in a consumer group.
+type Consumer struct {
+	cfg ConsumerConfig
+	h   Handler
+	cl  *kgo.Client
+	log *slog.Logger
+
+	// parts is touched only by the poll loop and the group callbacks, which
+	// BlockRebalanceOnPoll keeps from running at the same time.
+	parts map[int32]*partition
+}
+
+type partition struct {
+	p    int32
+	recs chan []*kgo.Record
+	quit chan struct{}
+	done chan struct{}
+}
+
+// NewConsumer creates the Kafka client; Run starts consuming.
+func NewConsumer(cfg ConsumerConfig, h Handler) (*Consumer, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	c := &Consumer{cfg: cfg, h: h, log: cfg.Logger.With("group", cfg.Group), parts: map[int32]*partition{}}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.Topic),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsAssigned(c.assigned),
+		kgo.OnPartitionsRevoked(c.revoked),
+		kgo.OnPartitionsLost(c.revoked),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(500 * time.Millisecond),
+		kgo.ProducerLinger(0),
+	}
+	opts = append(opts, cfg.ExtraOpts...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("creating Kafka client: %w", err)
+	}
+	c.cl = cl
+	return c, nil
+}
+
+// Run consumes until ctx ends, then stops the partition workers (their
+// uncommitted records are redelivered to the group) and closes the client.
+func (c *Consumer) Run(ctx context.Context) error {
+	defer c.cl.Close()
+	c.log.Info("consumer started", "topic", c.cfg.Topic, "brokers", c.cfg.Brokers)
+	for {
+		fetches := c.cl.PollRecords(ctx, c.cfg.MaxPollRecords)
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			break
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				c.log.Warn("fetch error; the client retries", "topic", topic, "partition", p, "err", err)
+			}
+		})
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if len(fp.Records) == 0 {
+				return
+			}
+			last := fp.Records[len(fp.Records)-1].Offset
+			c.cfg.Metrics.ConsumerLag.WithLabelValues(c.cfg.Group, fp.Topic, strconv.Itoa(int(fp.Partition))).
+				Set(float64(max(fp.HighWatermark-last-1, 0)))
+			c.cfg.Metrics.Consumed.WithLabelValues(c.cfg.Group).Add(float64(len(fp.Records)))
+			pt := c.parts[fp.Partition]
+			if pt == nil { // cannot happen with BlockRebalanceOnPoll; never drop silently
+				c.log.Error("records for an unassigned partition; they will be redelivered", "partition", fp.Partition)
+				return
+			}
+			select {
+			case pt.recs <- fp.Records:
+			case <-ctx.Done():
+			}
+		})
+		c.cl.AllowRebalance()
+	}
+	c.stopAll()
+	return nil
+}
+
+func (c *Consumer) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	for _, ps := range assigned {
+		for _, p := range ps {
+			pt := &partition{p: p, recs: make(chan []*kgo.Record, 4), quit: make(chan struct{}), done: make(chan struct{})}
+			c.parts[p] = pt
+			go c.work(pt)
+		}
+	}
+	c.log.Info("partitions assigned", "partitions", assigned)
+}
+
+// revoked stops the workers of the partitions taken away and waits for their
+// in-flight attempt; what they did not commit is redelivered.
+func (c *Consumer) revoked(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	var stop []*partition
+	for _, ps := range lost {
+		for _, p := range ps {
+			if pt := c.parts[p]; pt != nil {
+				stop = append(stop, pt)
+				delete(c.parts, p)
+			}
+		}
+	}
+	c.stop(stop)
+	c.log.Info("partitions revoked", "partitions", lost)
+}
+
+func (c *Consumer) stopAll() {
+	var all []*partition
+	for p, pt := range c.parts {
+		all = append(all, pt)
+		delete(c.parts, p)
+	}
+	c.stop(all)
+}
+
+func (c *Consumer) stop(pts []*partition) {
+	for _, pt := range pts {
+		close(pt.quit)
+	}
+	for _, pt := range pts {
+		<-pt.done
+	}
+}
+
+// work processes one partition's batches in order until quit.
+func (c *Consumer) work(pt *partition) {
+	defer close(pt.done)
+	for {
+		select {
+		case <-pt.quit:
+			return
+		case recs := <-pt.recs:
+			if !c.process(pt, recs) {
+				return
+			}
+		}
+	}
+}
+
+// process handles one batch until it is durable and committed, retrying with
+// backoff. It returns false when told to quit before that.
+func (c *Consumer) process(pt *partition, recs []*kgo.Record) bool {
+	b := newBatch(c.cfg.Group, recs)
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		stage, err := c.attempt(b)
+		if err == nil {
+			return true
+		}
+		c.cfg.Metrics.BatchErrors.WithLabelValues(c.cfg.Group, stage).Inc()
+		c.log.Warn("batch failed; retrying, offsets not committed", "partition", pt.p, "stage", stage,
+			"first_offset", recs[0].Offset, "records", len(recs), "attempt", attempt, "retry_in", backoff, "err", err)
+		select {
+		case <-pt.quit:
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// batch is one partition batch with its validation done once.
+type batch struct {
+	recs    []*kgo.Record
+	valid   []event.Result
+	rejects []*kgo.Record // DLQ records, built once
+	reasons []event.Reason
+	handled bool
+	dlqDone bool
+}
+
+func newBatch(group string, recs []*kgo.Record) *batch {
+	b := &batch{recs: recs, valid: make([]event.Result, 0, len(recs))}
+	for _, r := range recs {
+		res, err := event.Parse(r.Value)
+		if err != nil {
+			b.rejects = append(b.rejects, dlqRecord(group, r, err))
+			reason := event.ReasonMalformed
+			var e *event.Error
+			if errors.As(err, &e) {
+				reason = e.Reason
+			}
+			b.reasons = append(b.reasons, reason)
+			continue
+		}
+		b.valid = append(b.valid, res)
+	}
+	return b
+}
+
+func dlqRecord(group string, r *kgo.Record, err error) *kgo.Record {
+	return &kgo.Record{
+		Key:   r.Key,
+		Value: r.Value,
+		Headers: []kgo.RecordHeader{
+			{Key: HeaderError, Value: []byte(err.Error())},
+			{Key: HeaderSource, Value: []byte(r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10))},
+			{Key: HeaderGroup, Value: []byte(group)},
+		},
+	}
+}
+
+// attempt runs the stages not yet durable, then commits. It returns the
+// failing stage.
+func (c *Consumer) attempt(b *batch) (string, error) {
+	// Not the poll context: a revoke lets the attempt in flight finish (it
+	// is bounded), a shutdown too.
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.AttemptTimeout)
+	defer cancel()
+	if !b.handled && len(b.valid) > 0 {
+		if err := c.h.Handle(ctx, b.valid); err != nil {
+			return "handle", err
+		}
+	}
+	b.handled = true
+	if !b.dlqDone && len(b.rejects) > 0 {
+		for _, r := range b.rejects {
+			r.Topic = c.cfg.DLQTopic
+		}
+		if err := c.cl.ProduceSync(ctx, b.rejects...).FirstErr(); err != nil {
+			return "dlq", fmt.Errorf("writing %d records to %s: %w", len(b.rejects), c.cfg.DLQTopic, err)
+		}
+		for _, reason := range b.reasons {
+			c.cfg.Metrics.Rejected.WithLabelValues(c.cfg.Group, string(reason)).Inc()
+		}
+	}
+	b.dlqDone = true
+	if err := c.cl.CommitRecords(ctx, b.recs...); err != nil {
+		return "commit", fmt.Errorf("committing offsets: %w", err)
+	}
+	return "", nil
+}
+
+// ConsumerOption adjusts a ConsumerConfig built by the caller's wiring.
+type ConsumerOption func(*ConsumerConfig)
+
+// WithKafkaOpts appends franz-go options (tests use it to shorten timeouts).
+func WithKafkaOpts(opts ...kgo.Opt) ConsumerOption {
+	return func(c *ConsumerConfig) { c.ExtraOpts = append(c.ExtraOpts, opts...) }
+}

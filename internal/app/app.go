@@ -1,0 +1,150 @@
+// Package app wires the services from a Config: the same code runs them in
+// the acu binary (one service per process) and in acu-dev (all in one).
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"go.temporal.io/sdk/client"
+	tlog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/acu-patrol/acu/activities"
+	"github.com/acu-patrol/acu/ingest"
+	"github.com/acu-patrol/acu/internal/config"
+	"github.com/acu-patrol/acu/internal/metrics"
+	"github.com/acu-patrol/acu/internal/store/sqlite"
+	"github.com/acu-patrol/acu/internal/thresholds"
+	"github.com/acu-patrol/acu/workers"
+)
+
+// NewLogger returns the process logger: text on stderr at the configured level.
+func NewLogger(cfg *config.Config) *slog.Logger {
+	level, _ := cfg.SlogLevel()
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// Temporal returns a lazily connecting Temporal client: a service starts
+// while Temporal is down and its calls are retried until it is back.
+func Temporal(cfg *config.Config, log *slog.Logger) (client.Client, error) {
+	c, err := client.NewLazyClient(client.Options{
+		HostPort:  cfg.Temporal,
+		Namespace: cfg.Namespace,
+		Logger:    tlog.NewStructuredLogger(log.With("component", "temporal-sdk")),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating Temporal client for %s: %w", cfg.Temporal, err)
+	}
+	return c, nil
+}
+
+// Etcd returns an etcd client; it connects in the background.
+func Etcd(cfg *config.Config) (*clientv3.Client, error) {
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   cfg.EtcdEndpoints(),
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating etcd client for %v: %w", cfg.EtcdEndpoints(), err)
+	}
+	return c, nil
+}
+
+// OpenStore opens the configured store, creating its directory and schema.
+func OpenStore(ctx context.Context, cfg *config.Config) (*sqlite.Store, error) {
+	path, err := cfg.SQLitePath()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("creating store directory: %w", err)
+	}
+	return sqlite.Open(ctx, path)
+}
+
+// Ingest runs the alert service until ctx ends.
+func Ingest(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, tc client.Client, ec *clientv3.Client, extra ...ingest.ConsumerOption) error {
+	cache := thresholds.NewCache(ec, cfg.EtcdPrefix, log.With("component", "thresholds"), m)
+	alerts := ingest.NewAlerts(ingest.AlertConfig{
+		FollowUpAfter: cfg.FollowUpAfter, MaxInFlight: cfg.MaxInFlight, NotifyMaxAttempts: int32(cfg.NotifyMaxAttempts),
+	}, cache, tc, log.With("service", "ingest"), m)
+	cons, err := ingest.NewConsumer(consumerConfig(cfg, ingest.AlertsGroup, log, m, extra), alerts)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- cache.Run(ctx) }()
+	err = cons.Run(ctx)
+	cancel()
+	<-done
+	return err
+}
+
+// Archive runs the archiver until ctx ends.
+func Archive(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, st ingest.ResultWriter, extra ...ingest.ConsumerOption) error {
+	cons, err := ingest.NewConsumer(consumerConfig(cfg, ingest.ArchiveGroup, log, m, extra), ingest.NewArchive(st, m))
+	if err != nil {
+		return err
+	}
+	return cons.Run(ctx)
+}
+
+func consumerConfig(cfg *config.Config, group string, log *slog.Logger, m *metrics.Metrics, extra []ingest.ConsumerOption) ingest.ConsumerConfig {
+	cc := ingest.ConsumerConfig{Brokers: cfg.KafkaBrokers(), Group: group, Logger: log.With("service", group), Metrics: m}
+	for _, o := range extra {
+		o(&cc)
+	}
+	return cc
+}
+
+// Worker runs the patrol worker until ctx ends.
+func Worker(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, tc client.Client, ec *clientv3.Client, st activities.DeploymentStore) error {
+	patrol := &activities.Patrol{
+		HTTP:       &http.Client{Timeout: cfg.PatrolTimeout},
+		URL:        cfg.PatrolURL,
+		Store:      st,
+		Thresholds: thresholds.NewAdmin(ec, cfg.EtcdPrefix),
+		Metrics:    m,
+	}
+	log.Info("worker started", "task_queue", "acu-patrol", "patrol_url", cfg.PatrolURL)
+	return workers.Run(ctx, tc, patrol, worker.Options{})
+}
+
+// ServeHTTP serves mux on addr until ctx ends. The listener is opened
+// before it returns, so a port already in use is reported at once.
+func ServeHTTP(ctx context.Context, addr string, mux http.Handler, log *slog.Logger) (wait func() error, err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan error, 1)
+	go func() {
+		err := srv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		done <- err
+	}()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	log.Info("HTTP listening", "addr", ln.Addr().String())
+	return func() error { return <-done }, nil
+}

@@ -1,0 +1,114 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/operatorservice/v1"
+	"go.temporal.io/sdk/client"
+
+	"github.com/acu-patrol/acu/ingest"
+	"github.com/acu-patrol/acu/internal/config"
+)
+
+// SearchAttributes are the custom search attributes of PatrolDeployment.
+var SearchAttributes = map[string]enumspb.IndexedValueType{
+	"StudentId":    enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+	"ExerciseId":   enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+	"Metric":       enumspb.INDEXED_VALUE_TYPE_DOUBLE,
+	"Threshold":    enumspb.INDEXED_VALUE_TYPE_DOUBLE,
+	"PatrolStatus": enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+}
+
+// SetupOptions are the settings of acu setup beyond Config.
+type SetupOptions struct {
+	// Partitions of the results topic (and of the DLQ); default 6.
+	Partitions int32
+	// ReplicationFactor of the topics; default -1, the broker default.
+	ReplicationFactor int16
+}
+
+// Setup provisions everything the services need, idempotently: the topics,
+// the search attributes and the store schema.
+func Setup(ctx context.Context, cfg *config.Config, o SetupOptions, tc client.Client, log *slog.Logger) error {
+	if o.Partitions <= 0 {
+		o.Partitions = 6
+	}
+	if o.ReplicationFactor == 0 {
+		o.ReplicationFactor = -1
+	}
+	if err := CreateTopics(ctx, cfg.KafkaBrokers(), o.Partitions, o.ReplicationFactor, log); err != nil {
+		return err
+	}
+	if err := RegisterSearchAttributes(ctx, tc, cfg.Namespace, log); err != nil {
+		return err
+	}
+	st, err := OpenStore(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("store schema: %w", err)
+	}
+	log.Info("store schema ready", "store", cfg.Store)
+	return st.Close()
+}
+
+// CreateTopics creates the results topic and its DLQ unless they exist.
+func CreateTopics(ctx context.Context, brokers []string, partitions int32, rf int16, log *slog.Logger) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return fmt.Errorf("creating Kafka client: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	resps, err := adm.CreateTopics(ctx, partitions, rf, nil, ingest.ResultsTopic, ingest.DLQTopic)
+	if err != nil {
+		return fmt.Errorf("creating topics: %w", err)
+	}
+	for _, r := range resps.Sorted() {
+		switch {
+		case r.Err == nil:
+			log.Info("topic created", "topic", r.Topic, "partitions", partitions)
+		case errors.Is(r.Err, kerr.TopicAlreadyExists):
+			log.Info("topic exists", "topic", r.Topic)
+		default:
+			return fmt.Errorf("creating topic %s: %w", r.Topic, r.Err)
+		}
+	}
+	return nil
+}
+
+// RegisterSearchAttributes adds the custom search attributes missing from
+// the namespace.
+func RegisterSearchAttributes(ctx context.Context, tc client.Client, namespace string, log *slog.Logger) error {
+	op := tc.OperatorService()
+	have, err := op.ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: namespace})
+	if err != nil {
+		return fmt.Errorf("listing search attributes: %w", err)
+	}
+	missing := map[string]enumspb.IndexedValueType{}
+	for name, typ := range SearchAttributes {
+		got, ok := have.GetCustomAttributes()[name]
+		switch {
+		case !ok:
+			missing[name] = typ
+		case got != typ:
+			return fmt.Errorf("search attribute %s exists with type %s, want %s", name, got, typ)
+		}
+	}
+	if len(missing) == 0 {
+		log.Info("search attributes present")
+		return nil
+	}
+	if _, err := op.AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{
+		Namespace: namespace, SearchAttributes: missing,
+	}); err != nil {
+		return fmt.Errorf("adding search attributes: %w", err)
+	}
+	log.Info("search attributes added", "count", len(missing))
+	return nil
+}

@@ -1,0 +1,223 @@
+// Package cli implements the acu command line: one subcommand per service
+// and the operator tools. main only calls Main.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/acu-patrol/acu/internal/app"
+	"github.com/acu-patrol/acu/internal/config"
+	"github.com/acu-patrol/acu/internal/metrics"
+)
+
+// Env is what a command gets from its process.
+type Env struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	Getenv func(string) string
+}
+
+// errUsage marks an error the user fixes by changing the command line.
+var errUsage = errors.New("usage")
+
+type command struct {
+	summary string
+	run     func(ctx context.Context, args []string, env Env) error
+}
+
+func commands() map[string]command {
+	return map[string]command{
+		"ingest":     {"run the alert service (consumer group acu-alerts)", runIngest},
+		"archive":    {"run the archiver (consumer group acu-archiver)", runArchive},
+		"worker":     {"run a Temporal worker for PatrolDeployment on acu-patrol", runWorker},
+		"setup":      {"create topics, search attributes and the store schema (idempotent)", runSetup},
+		"thresholds": {"set|get|list|delete|import exercise thresholds in etcd", runThresholds},
+		"produce":    {"simulate student laptops sending results", runProduce},
+		"replay":     {"replay PatrolDeployment histories against this build", runReplay},
+	}
+}
+
+// Main runs the command line and returns the process exit code: 0 on
+// success, 1 on failure, 2 on a usage error.
+func Main(ctx context.Context, args []string, env Env) int {
+	cmds := commands()
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(env.Stdout, cmds)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(env.Stderr, "acu: unknown command %q\n\n", args[0])
+		usage(env.Stderr, cmds)
+		return 2
+	}
+	err := cmd.run(ctx, args[1:], env)
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(env.Stderr, "acu %s: %v\n", args[0], err)
+		return 2
+	default:
+		fmt.Fprintf(env.Stderr, "acu %s: %v\n", args[0], err)
+		return 1
+	}
+}
+
+func usage(w io.Writer, cmds map[string]command) {
+	fmt.Fprintln(w, "Usage: acu <command> [flags]\n\nCommands:")
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-11s %s\n", n, cmds[n].summary)
+	}
+	fmt.Fprintln(w, "\nEvery flag also reads an ACU_* variable (--patrol-url: ACU_PATROL_URL). Run acu <command> -h for its flags.")
+}
+
+// parse parses a command's flags with the shared config.
+func parse(name string, args []string, env Env, cfg *config.Config, extra func(fs *flag.FlagSet)) (*flag.FlagSet, error) {
+	fs := flag.NewFlagSet("acu "+name, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	cfg.Register(fs)
+	if extra != nil {
+		extra(fs)
+	}
+	if err := config.Parse(fs, args, env.Getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return fs, nil
+}
+
+// serveMetrics starts /healthz and /metrics when cfg.HTTP is set.
+func serveMetrics(ctx context.Context, cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (func() error, error) {
+	if cfg.HTTP == "" {
+		return func() error { return nil }, nil
+	}
+	mux := http.NewServeMux()
+	m.Handle(mux)
+	return app.ServeHTTP(ctx, cfg.HTTP, mux, log)
+}
+
+func runIngest(ctx context.Context, args []string, env Env) error {
+	var cfg config.Config
+	if _, err := parse("ingest", args, env, &cfg, nil); err != nil {
+		return err
+	}
+	log := app.NewLogger(&cfg)
+	m := metrics.New()
+	wait, err := serveMetrics(ctx, &cfg, m, log)
+	if err != nil {
+		return err
+	}
+	tc, err := app.Temporal(&cfg, log)
+	if err != nil {
+		return err
+	}
+	defer tc.Close()
+	ec, err := app.Etcd(&cfg)
+	if err != nil {
+		return err
+	}
+	defer ec.Close()
+	err = app.Ingest(ctx, &cfg, log, m, tc, ec)
+	return errors.Join(err, wait())
+}
+
+func runArchive(ctx context.Context, args []string, env Env) error {
+	var cfg config.Config
+	if _, err := parse("archive", args, env, &cfg, nil); err != nil {
+		return err
+	}
+	log := app.NewLogger(&cfg)
+	m := metrics.New()
+	wait, err := serveMetrics(ctx, &cfg, m, log)
+	if err != nil {
+		return err
+	}
+	st, err := app.OpenStore(ctx, &cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	err = app.Archive(ctx, &cfg, log, m, st)
+	return errors.Join(err, wait())
+}
+
+func runWorker(ctx context.Context, args []string, env Env) error {
+	var cfg config.Config
+	if _, err := parse("worker", args, env, &cfg, nil); err != nil {
+		return err
+	}
+	log := app.NewLogger(&cfg)
+	m := metrics.New()
+	wait, err := serveMetrics(ctx, &cfg, m, log)
+	if err != nil {
+		return err
+	}
+	tc, err := app.Temporal(&cfg, log)
+	if err != nil {
+		return err
+	}
+	defer tc.Close()
+	ec, err := app.Etcd(&cfg)
+	if err != nil {
+		return err
+	}
+	defer ec.Close()
+	st, err := app.OpenStore(ctx, &cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	err = app.Worker(ctx, &cfg, log, m, tc, ec, st)
+	return errors.Join(err, wait())
+}
+
+func runSetup(ctx context.Context, args []string, env Env) error {
+	var cfg config.Config
+	var o app.SetupOptions
+	var partitions, rf int
+	if _, err := parse("setup", args, env, &cfg, func(fs *flag.FlagSet) {
+		fs.IntVar(&partitions, "partitions", 6, "partitions of the results topic and its DLQ")
+		fs.IntVar(&rf, "replication-factor", -1, "replication factor of the topics (-1: broker default)")
+	}); err != nil {
+		return err
+	}
+	if partitions <= 0 || rf == 0 || rf < -1 {
+		return fmt.Errorf("%w: --partitions must be positive and --replication-factor -1 or positive", errUsage)
+	}
+	o.Partitions, o.ReplicationFactor = int32(partitions), int16(rf)
+	log := app.NewLogger(&cfg)
+	tc, err := app.Temporal(&cfg, log)
+	if err != nil {
+		return err
+	}
+	defer tc.Close()
+	if err := app.Setup(ctx, &cfg, o, tc, log); err != nil {
+		return err
+	}
+	fmt.Fprintln(env.Stdout, "setup done: topics", strings.Join([]string{"piscine.results", "piscine.results.dlq"}, ", "),
+		"; search attributes; store schema")
+	return nil
+}

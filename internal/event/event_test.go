@@ -1,0 +1,145 @@
+package event_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/acu-patrol/acu/internal/event"
+)
+
+const valid = `{"event_id":"e-1","timestamp":"2026-11-28T10:00:00+01:00","student_id":"s.1","latitude":48.85,"longitude":2.35,"exercise_id":"ex-01","metric":42.5,"extra":{"x":[1,2]}}`
+
+func TestParseValid(t *testing.T) {
+	r, err := event.Parse([]byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := event.Result{ID: "e-1", EventID: "e-1", Timestamp: time.Date(2026, 11, 28, 9, 0, 0, 0, time.UTC),
+		StudentID: "s.1", ExerciseID: "ex-01", Latitude: 48.85, Longitude: 2.35, Metric: 42.5}
+	if r != want {
+		t.Fatalf("got %+v\nwant %+v", r, want)
+	}
+}
+
+func TestIdentityWithoutEventID(t *testing.T) {
+	a, err := event.Parse([]byte(`{"timestamp":1764320400000,"student_id":"s1","latitude":0,"longitude":0,"exercise_id":"ex","metric":0}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same instant written as RFC 3339 in another offset is the same event.
+	b, err := event.Parse([]byte(`{"timestamp":"2025-11-28T10:00:00.000+01:00","student_id":"s1","latitude":1,"longitude":1,"exercise_id":"ex","metric":99}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ID != b.ID || len(a.ID) != 32 {
+		t.Fatalf("identities differ or wrong length: %q %q", a.ID, b.ID)
+	}
+	c, _ := event.Parse([]byte(`{"timestamp":1764320400001,"student_id":"s1","latitude":0,"longitude":0,"exercise_id":"ex","metric":0}`))
+	if c.ID == a.ID {
+		t.Fatal("a different millisecond must give a different identity")
+	}
+	if a.EventID != "" {
+		t.Fatalf("EventID should be empty, got %q", a.EventID)
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	base := map[string]string{
+		"timestamp": `"2026-11-28T10:00:00Z"`, "student_id": `"s1"`, "latitude": `1`,
+		"longitude": `2`, "exercise_id": `"ex"`, "metric": `50`,
+	}
+	build := func(override map[string]string) string {
+		var parts []string
+		for _, k := range []string{"event_id", "timestamp", "student_id", "latitude", "longitude", "exercise_id", "metric"} {
+			v, ok := override[k]
+			if !ok {
+				v, ok = base[k]
+			}
+			if ok && v != "-" {
+				parts = append(parts, `"`+k+`":`+v)
+			}
+		}
+		return "{" + strings.Join(parts, ",") + "}"
+	}
+	tests := []struct {
+		name   string
+		value  string
+		reason event.Reason
+		field  string
+	}{
+		{"not json", `{"timestamp":`, event.ReasonMalformed, ""},
+		{"array", `[1,2]`, event.ReasonMalformed, ""},
+		{"empty", ``, event.ReasonMalformed, ""},
+		{"too large", `{"pad":"` + strings.Repeat("x", event.MaxSize) + `"}`, event.ReasonTooLarge, ""},
+		{"missing student", build(map[string]string{"student_id": "-"}), event.ReasonMissing, "student_id"},
+		{"null metric", build(map[string]string{"metric": "null"}), event.ReasonMissing, "metric"},
+		{"missing timestamp", build(map[string]string{"timestamp": "-"}), event.ReasonMissing, "timestamp"},
+		{"student bad char", build(map[string]string{"student_id": `"a b"`}), event.ReasonFormat, "student_id"},
+		{"student too long", build(map[string]string{"student_id": `"` + strings.Repeat("a", 65) + `"`}), event.ReasonFormat, "student_id"},
+		{"exercise empty", build(map[string]string{"exercise_id": `""`}), event.ReasonFormat, "exercise_id"},
+		{"student number", build(map[string]string{"student_id": `12`}), event.ReasonType, "student_id"},
+		{"metric string", build(map[string]string{"metric": `"50"`}), event.ReasonType, "metric"},
+		{"metric over", build(map[string]string{"metric": `100.01`}), event.ReasonRange, "metric"},
+		{"metric under", build(map[string]string{"metric": `-0.5`}), event.ReasonRange, "metric"},
+		{"metric overflow", build(map[string]string{"metric": `1e400`}), event.ReasonRange, "metric"},
+		{"latitude", build(map[string]string{"latitude": `90.5`}), event.ReasonRange, "latitude"},
+		{"longitude", build(map[string]string{"longitude": `-180.1`}), event.ReasonRange, "longitude"},
+		{"timestamp no offset", build(map[string]string{"timestamp": `"2026-11-28T10:00:00"`}), event.ReasonFormat, "timestamp"},
+		{"timestamp fractional ms", build(map[string]string{"timestamp": `1.5`}), event.ReasonFormat, "timestamp"},
+		{"timestamp bool", build(map[string]string{"timestamp": `true`}), event.ReasonType, "timestamp"},
+		{"event_id empty", build(map[string]string{"event_id": `""`}), event.ReasonRange, "event_id"},
+		{"event_id long", build(map[string]string{"event_id": `"` + strings.Repeat("é", 129) + `"`}), event.ReasonRange, "event_id"},
+		{"event_id number", build(map[string]string{"event_id": `7`}), event.ReasonType, "event_id"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := event.Parse([]byte(tc.value))
+			var e *event.Error
+			if !errors.As(err, &e) {
+				t.Fatalf("want *event.Error, got %v", err)
+			}
+			if e.Reason != tc.reason || e.Field != tc.field {
+				t.Fatalf("got reason %q field %q (%v), want %q %q", e.Reason, e.Field, err, tc.reason, tc.field)
+			}
+			if e.Error() == "" {
+				t.Fatal("empty message")
+			}
+		})
+	}
+}
+
+func TestParseAcceptsBoundsAndEscapes(t *testing.T) {
+	for _, v := range []string{
+		`{"event_id":"a\"b","timestamp":0,"student_id":"s","latitude":-90,"longitude":180,"exercise_id":"e","metric":100}`,
+		`{"event_id":null,"timestamp":"2026-01-01T00:00:00.123456789-05:30","student_id":"s","latitude":90,"longitude":-180,"exercise_id":"e","metric":0}`,
+		` {"timestamp":-1000,"student_id":"A.b_c:d-9","latitude":0.0,"longitude":1e1,"exercise_id":"e","metric":5e1} `,
+	} {
+		if _, err := event.Parse([]byte(v)); err != nil {
+			t.Errorf("%s: %v", v, err)
+		}
+	}
+	r, _ := event.Parse([]byte(`{"event_id":"a\"b","timestamp":0,"student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":1}`))
+	if r.ID != `a"b` {
+		t.Fatalf("escaped event_id decoded as %q", r.ID)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(valid))
+	f.Add([]byte(`{"timestamp":1,"student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":0}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := event.Parse(b)
+		if err != nil {
+			var e *event.Error
+			if !errors.As(err, &e) {
+				t.Fatalf("error of wrong type: %v", err)
+			}
+			return
+		}
+		if r.ID == "" || r.Metric < 0 || r.Metric > 100 || event.ValidIdent(r.StudentID) != nil {
+			t.Fatalf("accepted invalid result %+v", r)
+		}
+	})
+}

@@ -1,0 +1,126 @@
+// Package metrics defines the Prometheus metrics of the acu services and the
+// HTTP handler that serves them with /healthz.
+package metrics
+
+import (
+	"net/http"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds every collector of one process. Create it with New; all
+// fields are safe for concurrent use.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	// Consumed counts records read from Kafka, by consumer group.
+	Consumed *prometheus.CounterVec
+	// Rejected counts records sent to the DLQ, by consumer group and reason.
+	Rejected *prometheus.CounterVec
+	// Judged counts valid results judged by the alert service, by verdict
+	// (fail, pass, unknown_exercise).
+	Judged *prometheus.CounterVec
+	// WorkflowStarts counts PatrolDeployment starts by result (started,
+	// already_started, error).
+	WorkflowStarts *prometheus.CounterVec
+	// StartLatency observes the latency of acknowledged workflow starts.
+	StartLatency prometheus.Histogram
+	// Archived counts results written to the store (new rows, duplicates).
+	Archived *prometheus.CounterVec
+	// ConsumerLag is the number of records behind the high watermark, by
+	// group, topic and partition, as of the last fetch.
+	ConsumerLag *prometheus.GaugeVec
+	// BatchErrors counts failed batch attempts (retried), by group and stage.
+	BatchErrors *prometheus.CounterVec
+	// PatrolAttempts counts patrol notification attempts by outcome
+	// (delivered, retryable, rejected).
+	PatrolAttempts *prometheus.CounterVec
+	// Deployments counts PatrolStatus changes recorded by workers, by status.
+	Deployments *prometheus.CounterVec
+	// Thresholds is the number of thresholds held, by state (valid, malformed).
+	Thresholds *prometheus.GaugeVec
+	// ThresholdsMalformed counts malformed threshold values seen.
+	ThresholdsMalformed prometheus.Counter
+
+	healthy atomic.Bool
+}
+
+// New creates and registers the collectors, with Go and process metrics.
+func New() *Metrics {
+	r := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { r.MustRegister(c) }
+	m := &Metrics{
+		Registry: r,
+		Consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "acu_records_consumed_total", Help: "Records read from Kafka.",
+		}, []string{"group"}),
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "acu_records_rejected_total", Help: "Invalid records sent to the DLQ, by reason.",
+		}, []string{"group", "reason"}),
+		Judged: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "acu_results_judged_total", Help: "Valid results judged against thresholds, by verdict.",
+		}, []string{"verdict"}),
+		WorkflowStarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "acu_workflow_starts_total", Help: "PatrolDeployment start requests, by result.",
+		}, []string{"result"}),
+		StartLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "acu_workflow_start_seconds", Help: "Latency of acknowledged PatrolDeployment starts.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		Archived: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "acu_results_archived_total", Help: "Results written to the store (new) or already there (duplicate).",
+		}, []string{"result"}),
+		ConsumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "acu_consumer_lag_records", Help: "Records between the last fetched offset and the high watermark.",
+		}, []string{"group", "topic", "partition"}),
+		BatchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "acu_batch_errors_total", Help: "Failed batch attempts, retried, by stage.",
+		}, []string{"group", "stage"}),
+		PatrolAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "acu_patrol_attempts_total", Help: "Patrol notification attempts, by outcome.",
+		}, []string{"outcome"}),
+		Deployments: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "acu_deployment_status_total", Help: "Deployment reports recorded, by PatrolStatus.",
+		}, []string{"status"}),
+		Thresholds: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "acu_thresholds", Help: "Thresholds held in the local copy, by state.",
+		}, []string{"state"}),
+		ThresholdsMalformed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "acu_thresholds_malformed_total", Help: "Malformed threshold values seen (treated as missing).",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.Consumed, m.Rejected, m.Judged, m.WorkflowStarts, m.StartLatency,
+		m.Archived, m.ConsumerLag, m.BatchErrors, m.PatrolAttempts, m.Deployments, m.Thresholds, m.ThresholdsMalformed,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		f(c)
+	}
+	m.healthy.Store(true)
+	return m
+}
+
+// SetHealthy sets what /healthz answers.
+func (m *Metrics) SetHealthy(ok bool) { m.healthy.Store(ok) }
+
+// Malformed implements thresholds.Observer.
+func (m *Metrics) Malformed(string, string) { m.ThresholdsMalformed.Inc() }
+
+// Loaded implements thresholds.Observer.
+func (m *Metrics) Loaded(valid, malformed int) {
+	m.Thresholds.WithLabelValues("valid").Set(float64(valid))
+	m.Thresholds.WithLabelValues("malformed").Set(float64(malformed))
+}
+
+// Handle adds /metrics and /healthz to mux.
+func (m *Metrics) Handle(mux *http.ServeMux) {
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !m.healthy.Load() {
+			http.Error(w, "unhealthy\n", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+}

@@ -1,0 +1,155 @@
+package workflows
+
+import (
+	"errors"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/acu-patrol/acu/activities"
+	"github.com/acu-patrol/acu/internal/store"
+)
+
+// NotifyRetryPolicy is the patrol notification retry policy of the contract:
+// exponential backoff from 1 s doubling to 1 min, no attempt limit by
+// default, permanent rejections not retried.
+func NotifyRetryPolicy(maxAttempts int32) *temporal.RetryPolicy {
+	return &temporal.RetryPolicy{
+		InitialInterval:        time.Second,
+		BackoffCoefficient:     2,
+		MaximumInterval:        time.Minute,
+		MaximumAttempts:        maxAttempts,
+		NonRetryableErrorTypes: []string{activities.ErrTypePatrolRejected},
+	}
+}
+
+// PatrolDeployment notifies the patrol of a failing result, records the
+// deployment, waits for the follow-up window to end and records whether the
+// student recovered. PatrolStatus is kept current at every step.
+func PatrolDeployment(ctx workflow.Context, in PatrolInput) (PatrolResult, error) {
+	var a *activities.Patrol
+	log := workflow.GetLogger(ctx)
+	followUpAfter := in.FollowUpAfter
+	if followUpAfter <= 0 {
+		followUpAfter = DefaultFollowUpAfter
+	}
+	settle := in.FollowUpSettle
+	if settle == 0 {
+		settle = DefaultFollowUpSettle
+	}
+	settle = max(settle, 0)
+	wid := workflow.GetInfo(ctx).WorkflowExecution.ID
+	out := PatrolResult{Threshold: in.Threshold}
+
+	// Store and etcd calls retry until they succeed (the default policy has
+	// no attempt limit): a backend outage delays a deployment, never loses it.
+	local := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute},
+	})
+	if err := setStatus(ctx, StatusDispatching); err != nil {
+		return out, err
+	}
+	if !in.HasThreshold {
+		var th activities.ReadThresholdResult
+		if err := workflow.ExecuteActivity(local, a.ReadThreshold, activities.ReadThresholdInput{ExerciseID: in.ExerciseID}).Get(ctx, &th); err != nil {
+			return out, err
+		}
+		if !th.Set {
+			// No threshold means no alert (DESIGN.md §2.2).
+			return out, temporal.NewNonRetryableApplicationError("exercise "+in.ExerciseID+" has no threshold: nothing to deploy", "NoThreshold", nil)
+		}
+		out.Threshold = th.Threshold
+		if err := workflow.UpsertTypedSearchAttributes(ctx, ThresholdKey.ValueSet(out.Threshold)); err != nil {
+			return out, err
+		}
+	}
+
+	dep := store.Deployment{
+		WorkflowID: wid, EventID: in.EventID, StudentID: in.StudentID, ExerciseID: in.ExerciseID,
+		Metric: in.Metric, Threshold: out.Threshold, Latitude: in.Latitude, Longitude: in.Longitude,
+		FailedAt: in.FailedAt.UTC(),
+	}
+	notifyCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy:         NotifyRetryPolicy(in.NotifyMaxAttempts),
+	})
+	var sent activities.NotifyResult
+	err := workflow.ExecuteActivity(notifyCtx, a.NotifyPatrol, activities.NotifyInput{Notification: activities.Notification{
+		DeploymentID: wid, EventID: in.EventID, StudentID: in.StudentID, ExerciseID: in.ExerciseID,
+		Metric: in.Metric, Threshold: out.Threshold, Latitude: in.Latitude, Longitude: in.Longitude,
+		FailedAt: in.FailedAt.UTC(),
+	}}).Get(ctx, &sent)
+	if err != nil {
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) && appErr.Type() == activities.ErrTypePatrolRejected {
+			log.Error("patrol rejected the notification", "error", err)
+			out.Status = StatusNotifyRejected
+			dep.Status = StatusNotifyRejected
+			if serr := setStatus(ctx, StatusNotifyRejected); serr != nil {
+				return out, serr
+			}
+			if rerr := workflow.ExecuteActivity(local, a.RecordDeployment, activities.RecordInput{Deployment: dep}).Get(ctx, nil); rerr != nil {
+				return out, rerr
+			}
+		}
+		return out, err
+	}
+	out.DispatchedAt = sent.DeliveredAt
+	dep.DispatchedAt = sent.DeliveredAt
+	dep.Status = StatusDispatched
+	if err := setStatus(ctx, StatusDispatched); err != nil {
+		return out, err
+	}
+	if err := workflow.ExecuteActivity(local, a.RecordDeployment, activities.RecordInput{Deployment: dep}).Get(ctx, nil); err != nil {
+		return out, err
+	}
+
+	// Wait on a durable timer until the window (failed_at, failed_at +
+	// follow-up-after] has closed and settled.
+	dep.Status = StatusFollowingUp
+	if err := setStatus(ctx, StatusFollowingUp); err != nil {
+		return out, err
+	}
+	if err := workflow.ExecuteActivity(local, a.RecordDeployment, activities.RecordInput{Deployment: dep}).Get(ctx, nil); err != nil {
+		return out, err
+	}
+	windowEnd := in.FailedAt.Add(followUpAfter)
+	if wait := windowEnd.Add(settle).Sub(workflow.Now(ctx)); wait > 0 {
+		if err := workflow.Sleep(ctx, wait); err != nil {
+			return out, err
+		}
+	}
+	var fu activities.FollowUpResult
+	if err := workflow.ExecuteActivity(local, a.CheckFollowUp, activities.FollowUpInput{
+		Window: store.FollowUpWindow{StudentID: in.StudentID, ExerciseID: in.ExerciseID,
+			After: in.FailedAt.UTC(), Until: windowEnd.UTC()},
+		Threshold: out.Threshold,
+	}).Get(ctx, &fu); err != nil {
+		return out, err
+	}
+	switch {
+	case fu.Passed > 0:
+		out.Status = StatusRecovered
+	case fu.Results > 0:
+		out.Status = StatusStillFailing
+	default:
+		out.Status = StatusNoAttempt
+	}
+	out.FollowUpResults = fu.Results
+	dep.Status = out.Status
+	dep.FollowUpResults = fu.Results
+	dep.FollowUpAt = workflow.Now(ctx).UTC()
+	if err := setStatus(ctx, out.Status); err != nil {
+		return out, err
+	}
+	if err := workflow.ExecuteActivity(local, a.RecordDeployment, activities.RecordInput{Deployment: dep}).Get(ctx, nil); err != nil {
+		return out, err
+	}
+	return out, nil
+}
+
+func setStatus(ctx workflow.Context, status string) error {
+	return workflow.UpsertTypedSearchAttributes(ctx, PatrolStatusKey.ValueSet(status))
+}

@@ -1,0 +1,184 @@
+package workflows_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/acu-patrol/acu/activities"
+	"github.com/acu-patrol/acu/internal/event"
+	"github.com/acu-patrol/acu/internal/store"
+	"github.com/acu-patrol/acu/workflows"
+)
+
+var failedAt = time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+
+func input() workflows.PatrolInput {
+	return workflows.PatrolInput{
+		EventID: "e1", StudentID: "stu-1", ExerciseID: "ex-01", Metric: 20, Latitude: 48.85, Longitude: 2.35,
+		FailedAt: failedAt, Threshold: 50, HasThreshold: true, FollowUpAfter: 30 * time.Minute,
+	}
+}
+
+// memStore records deployments and serves follow-up results.
+type memStore struct {
+	mu      sync.Mutex
+	deps    []store.Deployment
+	results []event.Result
+}
+
+func (m *memStore) PutDeployment(_ context.Context, d store.Deployment) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.deps = append(m.deps, d)
+	return nil
+}
+
+func (m *memStore) FollowUpResults(_ context.Context, w store.FollowUpWindow) ([]event.Result, error) {
+	var out []event.Result
+	for _, r := range m.results {
+		if r.StudentID == w.StudentID && r.ExerciseID == w.ExerciseID && r.Timestamp.After(w.After) && !r.Timestamp.After(w.Until) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// patrol is a patrol endpoint answering the given statuses in turn (the
+// last one repeats) and recording each request's Idempotency-Key.
+type patrol struct {
+	mu       sync.Mutex
+	statuses []int
+	keys     []string
+}
+
+func (p *patrol) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.keys = append(p.keys, r.Header.Get("Idempotency-Key"))
+	code := p.statuses[min(len(p.keys)-1, len(p.statuses)-1)]
+	w.WriteHeader(code)
+}
+
+type run struct {
+	env      *testsuite.TestWorkflowEnvironment
+	statuses []string // PatrolStatus values upserted, in order
+	store    *memStore
+	patrol   *patrol
+}
+
+func start(t *testing.T, answers []int, results ...event.Result) *run {
+	t.Helper()
+	p := &patrol{statuses: answers}
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	var s testsuite.WorkflowTestSuite
+	r := &run{env: s.NewTestWorkflowEnvironment(), store: &memStore{results: results}, patrol: p}
+	r.env.SetStartTime(failedAt.Add(2 * time.Second))
+	r.env.RegisterWorkflow(workflows.PatrolDeployment)
+	r.env.RegisterActivity(&activities.Patrol{HTTP: srv.Client(), URL: srv.URL, Store: r.store})
+	r.env.OnUpsertTypedSearchAttributes(mock.Anything).Run(func(args mock.Arguments) {
+		sa := args.Get(0).(temporal.SearchAttributes)
+		if st, ok := sa.GetKeyword(workflows.PatrolStatusKey); ok {
+			r.statuses = append(r.statuses, st)
+		}
+	}).Return(nil)
+	r.env.ExecuteWorkflow(workflows.PatrolDeployment, input())
+	return r
+}
+
+func result(ts time.Time, metric float64) event.Result {
+	return event.Result{ID: ts.String(), StudentID: "stu-1", ExerciseID: "ex-01", Timestamp: ts, Metric: metric}
+}
+
+func TestFollowUpOutcomes(t *testing.T) {
+	tests := []struct {
+		name    string
+		results []event.Result
+		want    string
+		found   int
+	}{
+		{"recovered", []event.Result{result(failedAt.Add(time.Minute), 30), result(failedAt.Add(30*time.Minute), 50)}, workflows.StatusRecovered, 2},
+		{"still failing", []event.Result{result(failedAt.Add(time.Minute), 49.99)}, workflows.StatusStillFailing, 1},
+		// Results at failed_at itself or after the window do not count.
+		{"no attempt", []event.Result{result(failedAt, 90), result(failedAt.Add(30*time.Minute+time.Millisecond), 90)}, workflows.StatusNoAttempt, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := start(t, []int{http.StatusAccepted}, tc.results...)
+			if !r.env.IsWorkflowCompleted() || r.env.GetWorkflowError() != nil {
+				t.Fatalf("workflow did not complete: %v", r.env.GetWorkflowError())
+			}
+			var out workflows.PatrolResult
+			if err := r.env.GetWorkflowResult(&out); err != nil {
+				t.Fatal(err)
+			}
+			if out.Status != tc.want || out.FollowUpResults != tc.found {
+				t.Fatalf("got %+v, want status %s with %d results", out, tc.want, tc.found)
+			}
+			wantSeq := []string{workflows.StatusDispatching, workflows.StatusDispatched, workflows.StatusFollowingUp, tc.want}
+			if !slices.Equal(r.statuses, wantSeq) {
+				t.Fatalf("PatrolStatus sequence %v, want %v", r.statuses, wantSeq)
+			}
+			last := r.store.deps[len(r.store.deps)-1]
+			if last.Status != tc.want || last.WorkflowID != "default-test-workflow-id" || last.Threshold != 50 ||
+				last.DispatchedAt.IsZero() || last.FollowUpAt.IsZero() || !last.FailedAt.Equal(failedAt) {
+				t.Fatalf("last deployment record %+v", last)
+			}
+			// The check ran once the window (and its settle time) had closed.
+			if min := failedAt.Add(30*time.Minute + workflows.DefaultFollowUpSettle); last.FollowUpAt.Before(min) {
+				t.Fatalf("follow-up checked at %v, before %v", last.FollowUpAt, min)
+			}
+		})
+	}
+}
+
+func TestNotifyRetriedThrough503s(t *testing.T) {
+	r := start(t, []int{503, 503, 429, 408, 200})
+	if err := r.env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.patrol.keys) != 5 {
+		t.Fatalf("%d attempts, want 5", len(r.patrol.keys))
+	}
+	for _, k := range r.patrol.keys {
+		if k != "default-test-workflow-id" {
+			t.Fatalf("Idempotency-Key %q, want the workflow ID on every attempt", k)
+		}
+	}
+}
+
+func TestPermanent4xxIsNotifyRejected(t *testing.T) {
+	r := start(t, []int{503, http.StatusUnprocessableEntity, 200})
+	err := r.env.GetWorkflowError()
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) || appErr.Type() != activities.ErrTypePatrolRejected {
+		t.Fatalf("workflow error %v, want a %s application error", err, activities.ErrTypePatrolRejected)
+	}
+	if len(r.patrol.keys) != 2 {
+		t.Fatalf("%d attempts, want 2 (a 4xx is not retried)", len(r.patrol.keys))
+	}
+	want := []string{workflows.StatusDispatching, workflows.StatusNotifyRejected}
+	if !slices.Equal(r.statuses, want) {
+		t.Fatalf("PatrolStatus sequence %v, want %v", r.statuses, want)
+	}
+	if len(r.store.deps) != 1 || r.store.deps[0].Status != workflows.StatusNotifyRejected {
+		t.Fatalf("deployment records %+v", r.store.deps)
+	}
+}
+
+func TestRetryPolicyOfContract(t *testing.T) {
+	p := workflows.NotifyRetryPolicy(0)
+	if p.InitialInterval != time.Second || p.BackoffCoefficient != 2 || p.MaximumInterval != time.Minute || p.MaximumAttempts != 0 {
+		t.Fatalf("retry policy %+v", p)
+	}
+}
