@@ -180,7 +180,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		})
 		c.cl.AllowRebalance()
 	}
+	// Stop the workers first (their attempts in flight finish, bounded),
+	// then let the client leave the group.
 	c.stopAll()
+	c.cl.AllowRebalance()
 	return nil
 }
 
