@@ -33,6 +33,9 @@ type WorkflowStarter interface {
 type AlertConfig struct {
 	// FollowUpAfter is passed to every deployment; zero means the workflow default (30m).
 	FollowUpAfter time.Duration
+	// FollowUpSettle is passed to every deployment; zero means the workflow
+	// default (10s).
+	FollowUpSettle time.Duration
 	// MaxInFlight bounds the concurrent workflow starts of this process,
 	// across partitions; default 256.
 	MaxInFlight int
@@ -162,7 +165,7 @@ func (a *Alerts) start(ctx context.Context, f Failing) error {
 	in := workflows.PatrolInput{
 		EventID: r.ID, StudentID: r.StudentID, ExerciseID: r.ExerciseID, Metric: r.Metric,
 		Latitude: r.Latitude, Longitude: r.Longitude, FailedAt: r.Timestamp,
-		Threshold: f.Threshold, HasThreshold: true, FollowUpAfter: a.cfg.FollowUpAfter,
+		Threshold: f.Threshold, HasThreshold: true, FollowUpAfter: a.cfg.FollowUpAfter, FollowUpSettle: a.cfg.FollowUpSettle,
 		NotifyMaxAttempts: a.cfg.NotifyMaxAttempts,
 	}
 	began := time.Now()

@@ -43,6 +43,9 @@ type Config struct {
 	PatrolTimeout time.Duration
 	// FollowUpAfter is the follow-up window of new deployments; default 30m.
 	FollowUpAfter time.Duration
+	// FollowUpSettle is the extra wait after the follow-up window before
+	// its check, so results timestamped at its end are archived; default 10s.
+	FollowUpSettle time.Duration
 	// NotifyMaxAttempts bounds notification attempts; default 0, no limit.
 	NotifyMaxAttempts int
 	// MaxInFlight bounds concurrent workflow starts per ingest process;
@@ -67,6 +70,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.PatrolURL, "patrol-url", "http://127.0.0.1:8080/patrol", "patrol endpoint notified of deployments")
 	fs.DurationVar(&c.PatrolTimeout, "patrol-timeout", 10*time.Second, "timeout of one patrol notification attempt")
 	fs.DurationVar(&c.FollowUpAfter, "follow-up-after", 30*time.Minute, "follow-up window of new deployments")
+	fs.DurationVar(&c.FollowUpSettle, "follow-up-settle", 10*time.Second, "wait after the follow-up window before checking it")
 	fs.IntVar(&c.NotifyMaxAttempts, "notify-max-attempts", 0, "patrol notification attempts before giving up (0: no limit)")
 	fs.IntVar(&c.MaxInFlight, "max-in-flight", 256, "concurrent workflow starts per ingest process")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -131,6 +135,9 @@ func (c *Config) Validate() error {
 	}
 	if c.FollowUpAfter <= 0 {
 		bad("follow-up-after", "must be positive")
+	}
+	if c.FollowUpSettle < 0 {
+		bad("follow-up-settle", "must not be negative")
 	}
 	if c.NotifyMaxAttempts < 0 {
 		bad("notify-max-attempts", "must be 0 (no limit) or more")

@@ -1,0 +1,222 @@
+package dev_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.temporal.io/api/workflowservice/v1"
+
+	"github.com/acu-patrol/acu/ingest"
+	"github.com/acu-patrol/acu/internal/config"
+	"github.com/acu-patrol/acu/internal/dev"
+	"github.com/acu-patrol/acu/internal/devstack"
+	"github.com/acu-patrol/acu/internal/store"
+	"github.com/acu-patrol/acu/workflows"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	a, err := devstack.FreeLoopbackAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestEndToEnd runs the whole system on the embedded servers, produces a
+// known set of results (duplicates, malformed records, an exercise without
+// threshold, follow-ups) and checks what a user relies on: one patrol
+// notification per distinct failing event, the deployment reports with
+// their follow-up outcomes, every valid result archived once, the rejects
+// in the DLQ, and the deployments findable by status in Temporal.
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole dev stack")
+	}
+	var cfg config.Config
+	cfg.Register(flagSet())
+	cfg.Kafka, cfg.Etcd, cfg.Temporal, cfg.HTTP = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	cfg.Store = "sqlite:" + filepath.Join(t.TempDir(), "acu.db")
+	cfg.PatrolURL = "http://" + cfg.HTTP + "/patrol"
+	cfg.FollowUpAfter = 4 * time.Second
+	cfg.FollowUpSettle = time.Second
+	cfg.LogLevel = "warn"
+
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan *dev.Stack, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- dev.Run(ctx, dev.Options{
+			Config: cfg, UIAddr: freeAddr(t), PatrolFailRate: 0.3, Partitions: 3,
+			SeedThresholds: map[string]float64{"ex-a": 50, "ex-b": 70},
+			Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Ready:          func(s *dev.Stack) { ready <- s },
+		})
+	}()
+	var s *dev.Stack
+	select {
+	case s = <-ready:
+	case err := <-done:
+		t.Fatalf("dev stack did not start: %v", err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("dev stack not ready in 2 minutes")
+	}
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("dev stack stopped with %v", err)
+		}
+	}()
+
+	base := time.Now().Add(-time.Second).UTC().Truncate(time.Millisecond)
+	rec := func(eventID, student, exercise string, at time.Duration, metric float64) *kgo.Record {
+		ev := ""
+		if eventID != "" {
+			ev = fmt.Sprintf(`"event_id":%q,`, eventID)
+		}
+		v := fmt.Sprintf(`{%s"timestamp":%q,"student_id":%q,"latitude":48.85,"longitude":2.35,"exercise_id":%q,"metric":%v}`,
+			ev, base.Add(at).Format(time.RFC3339Nano), student, exercise, metric)
+		return &kgo.Record{Topic: ingest.ResultsTopic, Key: []byte(student), Value: []byte(v)}
+	}
+	// The same no-event_id failure, its timestamp written as epoch ms.
+	hashDup := &kgo.Record{Topic: ingest.ResultsTopic, Key: []byte("s5"), Value: []byte(fmt.Sprintf(
+		`{"timestamp":%d,"student_id":"s5","latitude":43.6,"longitude":1.44,"exercise_id":"ex-b","metric":3}`, base.UnixMilli()))}
+	records := []*kgo.Record{
+		rec("e1", "s1", "ex-a", 0, 20),                  // fails, then recovers
+		rec("e1-retake", "s1", "ex-a", time.Second, 80), //
+		rec("e1", "s1", "ex-a", 0, 20),                  // duplicate delivery
+		rec("e2", "s2", "ex-b", 0, 60),                  // fails, retake still below 70
+		rec("e2-retake", "s2", "ex-b", time.Second, 69.99),
+		rec("e3", "s3", "ex-a", 0, 10),   // fails, no attempt afterwards
+		rec("e4", "s4", "ex-a", 0, 50),   // passes: metric == threshold
+		rec("e5", "s4", "ex-none", 0, 1), // no threshold: no alert
+		rec("", "s5", "ex-b", 0, 3),      // fails, identity from the hash
+		hashDup,
+		{Topic: ingest.ResultsTopic, Key: []byte("bad"), Value: []byte(`{"student_id":`)},
+		rec("e6", "s6", "ex-a", 0, 150), // out of range
+	}
+	prod, err := kgo.NewClient(kgo.SeedBrokers(cfg.Kafka))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	if err := prod.ProduceSync(ctx, records...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Every deployment reaches its follow-up outcome.
+	want := map[string]string{
+		"patrol-e1": workflows.StatusRecovered,
+		"patrol-e2": workflows.StatusStillFailing,
+		"patrol-e3": workflows.StatusNoAttempt,
+		// The retake failed too (69.99 < 70): a deployment of its own,
+		// with no attempt after it.
+		"patrol-e2-retake": workflows.StatusNoAttempt,
+	}
+	var deps []store.Deployment
+	waitFor(t, 90*time.Second, "deployments decided", func() bool {
+		deps, err = s.Store.Deployments(ctx)
+		if err != nil || len(deps) != 5 {
+			return false
+		}
+		for _, d := range deps {
+			if d.Status == workflows.StatusDispatched || d.Status == workflows.StatusFollowingUp {
+				return false
+			}
+		}
+		return true
+	})
+	for _, d := range deps {
+		w, ok := want[d.WorkflowID]
+		if !ok {
+			w = workflows.StatusNoAttempt // the hashed s5 failure
+			if d.StudentID != "s5" || d.ExerciseID != "ex-b" || d.Threshold != 70 {
+				t.Errorf("unexpected deployment %+v", d)
+			}
+		}
+		if d.Status != w {
+			t.Errorf("%s: status %s, want %s", d.WorkflowID, d.Status, w)
+		}
+		if d.DispatchedAt.IsZero() || d.FollowUpAt.IsZero() {
+			t.Errorf("%s: missing timestamps %+v", d.WorkflowID, d)
+		}
+	}
+
+	// One logical notification per distinct failing event.
+	var keys []string
+	for _, d := range s.Patrol.Dispatches() {
+		keys = append(keys, d.IdempotencyKey)
+		if d.Attempts != 1 {
+			t.Errorf("%s delivered %d times", d.IdempotencyKey, d.Attempts)
+		}
+	}
+	var depIDs []string
+	for _, d := range deps {
+		depIDs = append(depIDs, d.WorkflowID)
+	}
+	slices.Sort(keys)
+	slices.Sort(depIDs)
+	if !slices.Equal(keys, depIDs) {
+		t.Errorf("patrol keys %v, deployments %v", keys, depIDs)
+	}
+
+	// Every valid distinct result archived once: 12 records, 2 malformed,
+	// 2 duplicates.
+	waitFor(t, 30*time.Second, "results archived", func() bool {
+		n, err := s.Store.CountResults(ctx)
+		return err == nil && n == 8
+	})
+
+	// The rejects are in the DLQ, once per consumer group.
+	cons, err := kgo.NewClient(kgo.SeedBrokers(cfg.Kafka), kgo.ConsumeTopics(ingest.DLQTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	var dlq []*kgo.Record
+	waitFor(t, 30*time.Second, "DLQ records", func() bool {
+		fctx, fcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer fcancel()
+		dlq = append(dlq, cons.PollFetches(fctx).Records()...)
+		return len(dlq) >= 4
+	})
+	if len(dlq) != 4 {
+		t.Errorf("%d DLQ records, want 4", len(dlq))
+	}
+	for _, r := range dlq {
+		h := map[string]string{}
+		for _, kv := range r.Headers {
+			h[kv.Key] = string(kv.Value)
+		}
+		if h[ingest.HeaderError] == "" || h[ingest.HeaderSource] == "" {
+			t.Errorf("DLQ record without headers: %v", h)
+		}
+	}
+
+	// Operators find deployments by status in Temporal's visibility.
+	waitFor(t, 30*time.Second, "visibility by PatrolStatus", func() bool {
+		resp, err := s.Client.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+			Query: "PatrolStatus = 'recovered' AND StudentId = 's1'",
+		})
+		return err == nil && len(resp.Executions) == 1 && resp.Executions[0].Execution.WorkflowId == "patrol-e1"
+	})
+}
