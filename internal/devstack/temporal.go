@@ -1,0 +1,682 @@
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	uiserver "github.com/temporalio/ui-server/v2/server"
+	uiconfig "github.com/temporalio/ui-server/v2/server/config"
+	uiserveroptions "github.com/temporalio/ui-server/v2/server/server_options"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/operatorservice/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/workflowservice/v1"
+	sdkclient "go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+	"go.temporal.io/server/common/cluster"
+	"go.temporal.io/server/common/config"
+	"go.temporal.io/server/common/dynamicconfig"
+	"go.temporal.io/server/common/membership/static"
+	sqliteplugin "go.temporal.io/server/common/persistence/sql/sqlplugin/sqlite"
+	"go.temporal.io/server/common/primitives"
+	sqliteschema "go.temporal.io/server/schema/sqlite"
+	"go.temporal.io/server/temporal"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+const (
+	// temporalClusterName is the (single) cluster name of the embedded server.
+	temporalClusterName = "active"
+	// temporalClusterID is fixed so that a persisted database (DataDir) does
+	// not log a cluster metadata mismatch warning on every restart.
+	temporalClusterID = "6e0c2e8a-3b8f-4c1e-9d7a-0ac0de7057ac"
+	// temporalDBFileName is the SQLite file created inside DataDir.
+	temporalDBFileName = "temporal.db"
+	// temporalStoreName names the single SQLite data store used for both
+	// execution and visibility persistence.
+	temporalStoreName = "sqlite-default"
+	// temporalRetention is the workflow retention of the namespace we register.
+	temporalRetention = 24 * time.Hour
+	// temporalStartTimeout bounds StartTemporal when ctx has no earlier deadline.
+	temporalStartTimeout = 2 * time.Minute
+	// temporalPollInterval is the pause between readiness probes.
+	temporalPollInterval = 50 * time.Millisecond
+)
+
+// temporalDBSeq makes in-memory database names unique within the process:
+// the SQLite plugin shares connections between servers by DSN.
+var temporalDBSeq atomic.Uint64
+
+// TemporalOptions configures the embedded server.
+type TemporalOptions struct {
+	// FrontendAddr is host:port for the gRPC frontend, e.g. "127.0.0.1:7233".
+	// The host must be a loopback IP or "localhost" (mapped to 127.0.0.1);
+	// empty means "127.0.0.1:7233". Port 0 picks a free port, see
+	// Temporal.FrontendAddr.
+	FrontendAddr string
+	// UIAddr is host:port for the Web UI, e.g. "127.0.0.1:8233"; empty means
+	// no UI. Same host rules as FrontendAddr; port 0 picks a free port.
+	UIAddr string
+	// Namespace is registered at start; empty means "default".
+	Namespace string
+	// DataDir selects persistence: empty keeps everything in an in-memory
+	// SQLite database that vanishes with the process; otherwise the server
+	// uses the SQLite file DataDir/temporal.db (the directory is created if
+	// needed, the schema only when the file is new).
+	DataDir string
+	// SearchAttributes are custom search attributes registered on Namespace
+	// at start, e.g. {"StudentId": Keyword, "Metric": Double}. Registration
+	// is idempotent; an existing attribute with another type is an error.
+	// SQLite visibility has a fixed number of slots per type: 10 Keyword and
+	// 3 each of Text, Int, Double, Bool, Datetime and KeywordList.
+	SearchAttributes map[string]enumspb.IndexedValueType
+	// Logger receives server, SDK-client and UI-startup logs at Warn level and
+	// above (the Temporal server is very chatty below Warn); nil discards.
+	Logger *slog.Logger
+}
+
+// Temporal is a running embedded Temporal server (frontend, history, matching
+// and worker services in this process) with an optional Web UI.
+type Temporal struct {
+	server       temporal.Server
+	ui           *uiserver.Server
+	uiDone       chan struct{} // closed when the UI server goroutine returns
+	uiErr        chan error    // receives the UI server's Start result
+	frontendAddr string
+	uiURL        string
+	logLevel     *slog.LevelVar // minimum level of the server's logger
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// StartTemporal starts the embedded Temporal server and, if o.UIAddr is set,
+// the Web UI. It returns once the frontend accepts requests, o.Namespace
+// exists, all o.SearchAttributes are registered on it and the UI (if any)
+// answers HTTP. On error everything started so far is stopped again.
+func StartTemporal(ctx context.Context, o TemporalOptions) (*Temporal, error) {
+	ctx, cancel := context.WithTimeout(ctx, temporalStartTimeout)
+	defer cancel()
+
+	logger, logLevel := newTemporalLogger(o.Logger)
+	if o.Namespace == "" {
+		o.Namespace = "default"
+	}
+	if o.FrontendAddr == "" {
+		o.FrontendAddr = "127.0.0.1:7233"
+	}
+
+	// Resolve and check all addresses before doing any expensive work.
+	ip, frontendPort, err := temporalResolveAddr(o.FrontendAddr)
+	if err != nil {
+		return nil, fmt.Errorf("frontend address: %w", err)
+	}
+	var uiIP string
+	var uiPort int
+	if o.UIAddr != "" {
+		if uiIP, uiPort, err = temporalResolveAddr(o.UIAddr); err != nil {
+			return nil, fmt.Errorf("UI address: %w", err)
+		}
+	}
+	// Grab the internal service ports and the zero ports in one go, holding
+	// all listeners open until every port is chosen so they are distinct.
+	ports, err := temporalReservePorts([]temporalPortReq{
+		{"frontend gRPC", ip, frontendPort},
+		{"history gRPC", ip, 0},
+		{"matching gRPC", ip, 0},
+		{"worker gRPC", ip, 0},
+		{"UI HTTP", uiIP, uiPort}, // skipped when uiIP is empty
+	})
+	if err != nil {
+		return nil, err
+	}
+	frontendPort, uiPort = ports[0], ports[4]
+	t := &Temporal{
+		frontendAddr: net.JoinHostPort(ip, strconv.Itoa(frontendPort)),
+		logLevel:     logLevel,
+	}
+
+	// Start the UI right away: it only dials the frontend on demand, and
+	// binding its port now leaves the least time for anyone else to take it.
+	if uiIP != "" {
+		if err := t.startUI(uiIP, uiPort, o.Namespace); err != nil {
+			return nil, err
+		}
+	}
+	if err := t.startServer(ctx, ip, ports[:4], o, logger); err != nil {
+		return nil, errors.Join(err, t.Stop())
+	}
+	if err := temporalSetup(ctx, t.frontendAddr, o.Namespace, o.SearchAttributes, logger); err != nil {
+		return nil, errors.Join(err, t.Stop())
+	}
+	if t.ui != nil {
+		if err := t.waitUI(ctx, uiIP, uiPort); err != nil {
+			return nil, errors.Join(err, t.Stop())
+		}
+	}
+	return t, nil
+}
+
+// startServer prepares persistence and starts the Temporal services on ip;
+// ports holds the gRPC ports of frontend, history, matching and worker.
+func (t *Temporal) startServer(ctx context.Context, ip string, ports []int, o TemporalOptions, logger *slog.Logger) error {
+	sqlConf, err := temporalSQLConfig(o)
+	if err != nil {
+		return err
+	}
+	server, err := temporal.NewServer(
+		temporal.WithConfig(temporalServerConfig(ip, ports, sqlConf)),
+		temporal.ForServices(temporal.DefaultServices),
+		temporal.WithStaticHosts(temporalStaticHosts(ip, ports)),
+		temporal.WithLogger(temporalServerLogger{l: logger}),
+		temporal.WithDynamicConfigClient(temporalDynamicConfig()),
+	)
+	if err != nil {
+		return fmt.Errorf("create temporal server: %w", err)
+	}
+	if err := temporalStartServer(ctx, server); err != nil {
+		return err
+	}
+	t.server = server
+	return nil
+}
+
+// FrontendAddr returns the host:port of the gRPC frontend (with the actual
+// port if TemporalOptions.FrontendAddr asked for port 0).
+func (t *Temporal) FrontendAddr() string { return t.frontendAddr }
+
+// UIURL returns the base URL of the Web UI, e.g. "http://127.0.0.1:8233", or
+// "" when the UI is disabled.
+func (t *Temporal) UIURL() string { return t.uiURL }
+
+// Stop stops the UI and the server. It is safe to call more than once; later
+// calls return the first call's result.
+//
+// Server logging is silenced from here on: shutting down, the services log
+// dozens of expected warnings and errors (cancelled polls, refused
+// connections to services that already stopped).
+func (t *Temporal) Stop() error {
+	t.stopOnce.Do(func() {
+		t.logLevel.Set(temporalLevelSilent)
+		if t.ui != nil {
+			// Closes the listener and makes Start return, even if Start
+			// only begins after this (http.Server.Serve after Close
+			// returns at once).
+			t.ui.Stop()
+			<-t.uiDone
+		}
+		if t.server == nil {
+			return
+		}
+		if err := t.server.Stop(); err != nil {
+			t.stopErr = fmt.Errorf("stop temporal server: %w", err)
+		}
+	})
+	return t.stopErr
+}
+
+// FreeLoopbackAddr returns "127.0.0.1:<port>" for a port that was free a
+// moment ago (it listens on port 0 and closes the listener). Intended for
+// tests; another process may grab the port before it is used.
+func FreeLoopbackAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find free loopback port: %w", err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		return "", fmt.Errorf("find free loopback port: %w", err)
+	}
+	return addr, nil
+}
+
+// temporalResolveAddr splits a host:port and checks that the host is a
+// loopback IP ("localhost" and an empty host mean 127.0.0.1). The server
+// needs IP literals for binding and for its static membership.
+func temporalResolveAddr(addr string) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("parse %q: %w", addr, err)
+	}
+	if host == "" || host == "localhost" {
+		host = "127.0.0.1"
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return "", 0, fmt.Errorf("%q: host must be a loopback IP or localhost", addr)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("%q: invalid port", addr)
+	}
+	return ip.String(), port, nil
+}
+
+// temporalPortReq asks for a TCP port on ip: port 0 means "any free port",
+// otherwise the port must be free. An empty ip skips the request.
+type temporalPortReq struct {
+	name string // for error messages
+	ip   string
+	port int
+}
+
+// temporalReservePorts checks or picks a port for every request and returns
+// them in order (0 for skipped requests). All listeners stay open until the
+// end so picked ports never collide with each other or with requested ones.
+func temporalReservePorts(reqs []temporalPortReq) ([]int, error) {
+	ports := make([]int, len(reqs))
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			_ = l.Close()
+		}
+	}()
+	// Fixed ports first, so that picking free ones cannot take them.
+	for pass := 0; pass < 2; pass++ {
+		for i, r := range reqs {
+			if r.ip == "" || (pass == 0) != (r.port != 0) {
+				continue
+			}
+			addr := net.JoinHostPort(r.ip, strconv.Itoa(r.port))
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				return nil, fmt.Errorf("%s port not available: %w", r.name, err)
+			}
+			listeners = append(listeners, l)
+			ports[i] = l.Addr().(*net.TCPAddr).Port
+		}
+	}
+	return ports, nil
+}
+
+// temporalSQLConfig builds the SQLite persistence config, creates the schema
+// for a new database file and pre-registers the namespace (with its search
+// attributes) directly in the database. Pre-registration makes a fresh
+// server usable immediately instead of after namespace caches refresh; it is
+// a no-op when the namespace already exists (temporalSetup then adds any
+// missing search attributes through the operator API).
+func temporalSQLConfig(o TemporalOptions) (*config.SQL, error) {
+	conf := &config.SQL{PluginName: sqliteplugin.PluginName}
+	if o.DataDir == "" {
+		conf.ConnectAttributes = map[string]string{"mode": "memory", "cache": "shared"}
+		conf.DatabaseName = fmt.Sprintf("acu-devstack-%d-%d", os.Getpid(), temporalDBSeq.Add(1))
+	} else {
+		dir, err := filepath.Abs(o.DataDir)
+		if err != nil {
+			return nil, fmt.Errorf("temporal data dir: %w", err)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create temporal data dir: %w", err)
+		}
+		conf.ConnectAttributes = map[string]string{"mode": "rwc"}
+		conf.DatabaseName = filepath.Join(dir, temporalDBFileName)
+		if _, err := os.Stat(conf.DatabaseName); errors.Is(err, os.ErrNotExist) {
+			if err := sqliteschema.SetupSchema(conf); err != nil {
+				return nil, fmt.Errorf("create temporal schema in %s: %w", conf.DatabaseName, err)
+			}
+		} else if err != nil {
+			return nil, fmt.Errorf("temporal database file: %w", err)
+		}
+	}
+
+	ns, err := sqliteschema.NewNamespaceConfig(temporalClusterName, o.Namespace, false, o.SearchAttributes)
+	if err != nil {
+		return nil, fmt.Errorf("namespace %q config: %w", o.Namespace, err)
+	}
+	if err := sqliteschema.CreateNamespaces(conf, ns); err != nil {
+		return nil, fmt.Errorf("pre-register namespace %q: %w", o.Namespace, err)
+	}
+	return conf, nil
+}
+
+// temporalServerConfig builds the static server configuration. ports holds
+// the gRPC ports of frontend, history, matching and worker, in that order.
+// The frontend HTTP API, metrics, pprof and ringpop membership are all left
+// disabled so that the server opens no ports besides those four.
+func temporalServerConfig(ip string, ports []int, sqlConf *config.SQL) *config.Config {
+	frontendAddr := net.JoinHostPort(ip, strconv.Itoa(ports[0]))
+	conf := &config.Config{}
+	conf.Global.Membership.MaxJoinDuration = 30 * time.Second
+	conf.Global.Membership.BroadcastAddress = ip
+
+	conf.Persistence.DefaultStore = temporalStoreName
+	conf.Persistence.VisibilityStore = temporalStoreName
+	conf.Persistence.NumHistoryShards = 1
+	conf.Persistence.DataStores = map[string]config.DataStore{temporalStoreName: {SQL: sqlConf}}
+
+	conf.ClusterMetadata = &cluster.Config{
+		EnableGlobalNamespace:    false,
+		FailoverVersionIncrement: 10,
+		MasterClusterName:        temporalClusterName,
+		CurrentClusterName:       temporalClusterName,
+		ClusterInformation: map[string]cluster.ClusterInformation{
+			temporalClusterName: {
+				Enabled:                true,
+				InitialFailoverVersion: 1,
+				RPCAddress:             frontendAddr,
+				ClusterID:              temporalClusterID,
+			},
+		},
+	}
+	conf.DCRedirectionPolicy.Policy = "noop"
+
+	conf.Services = make(map[string]config.Service, len(ports))
+	for i, name := range temporalServiceNames {
+		var svc config.Service
+		svc.RPC.GRPCPort = ports[i]
+		svc.RPC.BindOnIP = ip
+		conf.Services[string(name)] = svc
+	}
+
+	conf.Archival.History.State = "disabled"
+	conf.Archival.Visibility.State = "disabled"
+	conf.NamespaceDefaults.Archival.History.State = "disabled"
+	conf.NamespaceDefaults.Archival.Visibility.State = "disabled"
+	conf.PublicClient.HostPort = frontendAddr
+	return conf
+}
+
+// temporalServiceNames lists the services we run, in the order of the ports
+// passed to temporalServerConfig and temporalStaticHosts.
+var temporalServiceNames = []primitives.ServiceName{
+	primitives.FrontendService,
+	primitives.HistoryService,
+	primitives.MatchingService,
+	primitives.WorkerService,
+}
+
+// temporalStaticHosts replaces ringpop membership (which would open one more
+// port per service) with a fixed single-host address per service.
+func temporalStaticHosts(ip string, ports []int) map[primitives.ServiceName]static.Hosts {
+	hosts := make(map[primitives.ServiceName]static.Hosts, len(ports))
+	for i, name := range temporalServiceNames {
+		hosts[name] = static.SingleLocalHost(net.JoinHostPort(ip, strconv.Itoa(ports[i])))
+	}
+	return hosts
+}
+
+// temporalDynamicConfig returns dynamic config suited to a single-user dev
+// box, modelled on the Temporal CLI's dev server defaults.
+func temporalDynamicConfig() dynamicconfig.StaticClient {
+	return dynamicconfig.StaticClient{
+		// Newly registered search attributes are visible immediately instead
+		// of after the search attribute cache refreshes.
+		dynamicconfig.ForceSearchAttributesCacheRefreshOnRead.Key(): true,
+		// The cache bypass costs persistence reads; raise the limits (keeping
+		// the default frontend:history ratio) so it never throttles.
+		dynamicconfig.FrontendPersistenceMaxQPS.Key(): 10000,
+		dynamicconfig.HistoryPersistenceMaxQPS.Key():  45000,
+		// The Web UI issues many list/count queries; the default of 10 RPS
+		// per namespace makes it stutter.
+		dynamicconfig.FrontendMaxNamespaceVisibilityRPSPerInstance.Key(): 100,
+		// Host-level mutable state cache, as in the CLI dev server.
+		dynamicconfig.HistoryCacheHostLevelMaxSize.Key(): 8096,
+		// Schedules: the frontend RPCs and the worker-service scheduler that
+		// runs them (both default to true; pinned because we rely on them).
+		dynamicconfig.FrontendEnableSchedules.Key(): true,
+		dynamicconfig.WorkerEnableScheduler.Key():   true,
+		// The task queue and history scanners garbage-collect a long-lived
+		// production database; a dev box does not need them, and their SDK
+		// workers are not stopped by the server's Stop (they would keep
+		// polling the stopped frontend).
+		dynamicconfig.TaskQueueScannerEnabled.Key(): false,
+		dynamicconfig.HistoryScannerEnabled.Key():   false,
+	}
+}
+
+// temporalStartServer runs server.Start (which takes no context) while
+// honouring ctx. If ctx ends first we still wait for Start to return so
+// that whatever it started can be stopped again.
+func temporalStartServer(ctx context.Context, server temporal.Server) error {
+	done := make(chan error, 1)
+	go func() { done <- server.Start() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("start temporal server: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		if err := <-done; err == nil {
+			_ = server.Stop()
+		}
+		return fmt.Errorf("start temporal server: %w", ctx.Err())
+	}
+}
+
+// temporalSetup waits for the frontend, then makes sure the namespace and
+// the search attributes exist, and waits until they are visible.
+func temporalSetup(
+	ctx context.Context,
+	frontendAddr, namespace string,
+	searchAttrs map[string]enumspb.IndexedValueType,
+	logger *slog.Logger,
+) error {
+	var c sdkclient.Client
+	err := temporalPoll(ctx, "temporal frontend to accept requests", func() error {
+		dialCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		var err error
+		c, err = sdkclient.DialContext(dialCtx, sdkclient.Options{
+			HostPort:  frontendAddr,
+			Namespace: namespace,
+			Logger:    sdklog.NewStructuredLogger(logger),
+		})
+		if err != nil {
+			return err
+		}
+		if _, err := c.CheckHealth(dialCtx, &sdkclient.CheckHealthRequest{}); err != nil {
+			c.Close()
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+
+	if err := temporalEnsureNamespace(ctx, c, namespace); err != nil {
+		return err
+	}
+	return temporalEnsureSearchAttributes(ctx, c, namespace, searchAttrs)
+}
+
+// temporalEnsureNamespace registers the namespace unless it already exists
+// and waits until the frontend can describe it.
+func temporalEnsureNamespace(ctx context.Context, c sdkclient.Client, namespace string) error {
+	ws := c.WorkflowService()
+	_, err := ws.DescribeNamespace(ctx, &workflowservice.DescribeNamespaceRequest{Namespace: namespace})
+	var notFound *serviceerror.NamespaceNotFound
+	switch {
+	case err == nil:
+		return nil
+	case !errors.As(err, &notFound):
+		return fmt.Errorf("describe namespace %q: %w", namespace, err)
+	}
+	_, err = ws.RegisterNamespace(ctx, &workflowservice.RegisterNamespaceRequest{
+		Namespace:                        namespace,
+		WorkflowExecutionRetentionPeriod: durationpb.New(temporalRetention),
+	})
+	var exists *serviceerror.NamespaceAlreadyExists
+	if err != nil && !errors.As(err, &exists) {
+		return fmt.Errorf("register namespace %q: %w", namespace, err)
+	}
+	return temporalPoll(ctx, "namespace "+namespace+" to be registered", func() error {
+		_, err := ws.DescribeNamespace(ctx, &workflowservice.DescribeNamespaceRequest{Namespace: namespace})
+		return err
+	})
+}
+
+// temporalEnsureSearchAttributes adds the missing custom search attributes
+// to the namespace and waits until all of them are listed with the wanted
+// types. An attribute that exists with a different type is an error.
+func temporalEnsureSearchAttributes(
+	ctx context.Context,
+	c sdkclient.Client,
+	namespace string,
+	want map[string]enumspb.IndexedValueType,
+) error {
+	if len(want) == 0 {
+		return nil
+	}
+	ops := c.OperatorService()
+	list := func() (map[string]enumspb.IndexedValueType, error) {
+		resp, err := ops.ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: namespace})
+		if err != nil {
+			return nil, fmt.Errorf("list search attributes of %q: %w", namespace, err)
+		}
+		return resp.GetCustomAttributes(), nil
+	}
+
+	have, err := list()
+	if err != nil {
+		return err
+	}
+	missing := map[string]enumspb.IndexedValueType{}
+	for name, typ := range want {
+		got, ok := have[name]
+		switch {
+		case !ok:
+			missing[name] = typ
+		case got != typ:
+			return fmt.Errorf("search attribute %s on %q has type %s, want %s", name, namespace, got, typ)
+		}
+	}
+	if len(missing) > 0 {
+		_, err := ops.AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{
+			Namespace:        namespace,
+			SearchAttributes: missing,
+		})
+		if err != nil {
+			return fmt.Errorf("add search attributes to %q: %w", namespace, err)
+		}
+	}
+
+	return temporalPoll(ctx, "search attributes to be registered", func() error {
+		have, err := list()
+		if err != nil {
+			return err
+		}
+		for name, typ := range want {
+			if have[name] != typ {
+				return fmt.Errorf("search attribute %s not registered yet", name)
+			}
+		}
+		return nil
+	})
+}
+
+// startUI launches the Web UI server on ip:port, pointed at the frontend.
+// waitUI then waits until it answers.
+//
+// The ui-server package binds inside its blocking Start and, should binding
+// fail, exits the process via its logger's Fatal. temporalReservePorts has
+// checked the port moments before, which leaves only a tiny race window.
+func (t *Temporal) startUI(ip string, port int, namespace string) error {
+	ui, err := temporalNewUIServer(&uiconfig.Config{
+		Host:                ip,
+		Port:                port,
+		TemporalGRPCAddress: t.frontendAddr,
+		EnableUI:            true, // serve the assets embedded in the ui-server module
+		DefaultNamespace:    namespace,
+		CORS:                uiconfig.CORS{CookieInsecure: true}, // plain http on loopback
+		HideLogs:            true,
+		DisableNewsFetch:    true, // no internet needed
+	})
+	if err != nil {
+		return err
+	}
+	t.ui = ui
+	t.uiDone = make(chan struct{})
+	t.uiErr = make(chan error, 1)
+	go func() {
+		defer close(t.uiDone)
+		t.uiErr <- ui.Start() // blocks until Stop; nil after a clean Stop
+	}()
+	return nil
+}
+
+// waitUI polls the UI's health endpoint until it answers 200 OK, then sets
+// the UI URL.
+func (t *Temporal) waitUI(ctx context.Context, ip string, port int) error {
+	base := "http://" + net.JoinHostPort(ip, strconv.Itoa(port))
+	httpClient := &http.Client{Timeout: 2 * time.Second}
+	err := temporalPoll(ctx, "temporal UI at "+base, func() error {
+		select {
+		case err := <-t.uiErr:
+			return temporalPermanent{fmt.Errorf("temporal UI server exited: %v", err)}
+		default:
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/healthz", nil)
+		if err != nil {
+			return temporalPermanent{err}
+		}
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET /healthz: %s", resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	t.uiURL = base
+	return nil
+}
+
+// temporalNewUIServer wraps uiserver.NewServer, which panics on invalid
+// configuration, turning such a panic into an error.
+func temporalNewUIServer(cfg *uiconfig.Config) (s *uiserver.Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("temporal UI config: %w", err)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("create temporal UI server: %v", r)
+		}
+	}()
+	return uiserver.NewServer(uiserveroptions.WithConfigProvider(cfg)), nil
+}
+
+// temporalPermanent marks an error that temporalPoll must not retry.
+type temporalPermanent struct{ error }
+
+func (p temporalPermanent) Unwrap() error { return p.error }
+
+// temporalPoll calls probe every temporalPollInterval until it returns nil,
+// returns a temporalPermanent error, or ctx ends. The error then names what
+// we were waiting for and the probe's last error.
+func temporalPoll(ctx context.Context, what string, probe func() error) error {
+	ticker := time.NewTicker(temporalPollInterval)
+	defer ticker.Stop()
+	for {
+		err := probe()
+		if err == nil {
+			return nil
+		}
+		var perm temporalPermanent
+		if errors.As(err, &perm) {
+			return fmt.Errorf("waiting for %s: %w", what, perm.error)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w (last error: %v)", what, ctx.Err(), err)
+		case <-ticker.C:
+		}
+	}
+}
