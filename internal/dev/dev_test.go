@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -11,7 +12,10 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/api/workflowservice/v1"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/acu-patrol/acu/ingest"
 	"github.com/acu-patrol/acu/internal/config"
@@ -212,6 +216,12 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 
+	// ACU_WRITE_HISTORY=<file> saves the history of a real run for the
+	// replay test (workflows/testdata).
+	if path := os.Getenv("ACU_WRITE_HISTORY"); path != "" {
+		writeHistory(ctx, t, s, "patrol-e1", path)
+	}
+
 	// Operators find deployments by status in Temporal's visibility.
 	waitFor(t, 30*time.Second, "visibility by PatrolStatus", func() bool {
 		resp, err := s.Client.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
@@ -219,4 +229,24 @@ func TestEndToEnd(t *testing.T) {
 		})
 		return err == nil && len(resp.Executions) == 1 && resp.Executions[0].Execution.WorkflowId == "patrol-e1"
 	})
+}
+
+func writeHistory(ctx context.Context, t *testing.T, s *dev.Stack, id, path string) {
+	t.Helper()
+	it := s.Client.GetWorkflowHistory(ctx, id, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	h := &historypb.History{}
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Events = append(h.Events, ev)
+	}
+	b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
