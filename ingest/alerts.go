@@ -101,9 +101,6 @@ func (a *Alerts) Handle(ctx context.Context, results []event.Result) error {
 		return fmt.Errorf("thresholds not current, not judging: %w", err)
 	}
 	failing, pass, unknown := a.JudgeBatch(results)
-	a.m.Judged.WithLabelValues("pass").Add(float64(pass))
-	a.m.Judged.WithLabelValues("unknown_exercise").Add(float64(unknown))
-	a.m.Judged.WithLabelValues("fail").Add(float64(len(results) - pass - unknown))
 
 	var (
 		wg       sync.WaitGroup
@@ -136,6 +133,11 @@ func (a *Alerts) Handle(ctx context.Context, results []event.Result) error {
 	if firstErr != nil {
 		return fmt.Errorf("%d of %d workflow starts failed: %w", failed, len(failing), firstErr)
 	}
+	// Counted once the batch is done, so retries do not count twice;
+	// failures count distinct events of the batch.
+	a.m.Judged.WithLabelValues("pass").Add(float64(pass))
+	a.m.Judged.WithLabelValues("unknown_exercise").Add(float64(unknown))
+	a.m.Judged.WithLabelValues("fail").Add(float64(len(failing)))
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
 
 	"github.com/acu-patrol/acu/ingest"
 	"github.com/acu-patrol/acu/internal/event"
@@ -525,4 +526,58 @@ func TestAlertsWaitForThresholds(t *testing.T) {
 	if ids := f.ids(); len(ids) != 1 || ids[0] != "patrol-ev-etcd" {
 		t.Errorf("workflows %v, want patrol-ev-etcd", ids)
 	}
+}
+
+// TestAlertsStuckPartitionDoesNotBlockOthers: a partition whose batch
+// cannot be handled (its start keeps failing, and is retried forever) must
+// not hold back the results of the other partitions, however many batches
+// arrive behind it (DESIGN.md §2.1: a record never blocks its partition;
+// consumer.go: "partitions never wait on each other").
+func TestAlertsStuckPartitionDoesNotBlockOthers(t *testing.T) {
+	t.Parallel()
+	f := newAlerts(t)
+	const stuckID = "patrol-ev-stuck-0"
+	refusing := &refusingStarter{inner: f.starter, refuse: stuckID}
+	f.run(t, f.group, f.m, ingest.NewAlerts(f.cfg, f.judge, refusing, f.log, f.m))
+
+	// One batch stuck in its worker, then more batches for the same
+	// partition, one poll each, until its queue is full (one batch in
+	// flight and four queued): fetching of that partition is then paused,
+	// and further records wait in Kafka.
+	var stuck []*kgo.Record
+	for i := range 8 {
+		stuck = append(stuck, f.produce(t, record(t, result(fmt.Sprintf("ev-stuck-%d", i), "stuck-student", "c-piscine-sort", 1)))...)
+		if i >= 5 {
+			continue
+		}
+		want := float64(i + 1)
+		eventually(t, 10*time.Second, func() bool { return counterValue(f.m.Consumed.WithLabelValues(f.group)) >= want },
+			func() string { return fmt.Sprintf("batch %d of the stuck partition never polled", i+1) })
+	}
+	// A result of a student whose records land on another partition.
+	var other *kgo.Record
+	for i := 0; other == nil; i++ {
+		r := f.produce(t, record(t, result(fmt.Sprintf("ev-other-%d", i), fmt.Sprintf("other-%d", i), "c-piscine-sort", 1)))[0]
+		if r.Partition != stuck[0].Partition {
+			other = r
+		}
+	}
+	f.waitCommitted(t, f.group, []*kgo.Record{other})
+	if c := f.mustCommitted(t, f.group); c[stuck[0].Partition] > stuck[0].Offset {
+		t.Errorf("the stuck partition committed %d past its failing record at %d", c[stuck[0].Partition], stuck[0].Offset)
+	}
+}
+
+// refusingStarter refuses one workflow ID forever, as Temporal refuses a
+// start whose search attributes are not registered.
+type refusingStarter struct {
+	inner  ingest.WorkflowStarter
+	refuse string
+}
+
+func (s *refusingStarter) ExecuteWorkflow(ctx context.Context, o client.StartWorkflowOptions, wf any, args ...any) (client.WorkflowRun, error) {
+	if o.ID == s.refuse {
+		return nil, serviceerror.NewInvalidArgument("search attribute StudentId is not defined")
+	}
+	return s.inner.ExecuteWorkflow(ctx, o, wf, args...)
 }

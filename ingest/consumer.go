@@ -15,8 +15,11 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acu-patrol/acu/internal/event"
@@ -110,10 +113,58 @@ type Consumer struct {
 }
 
 type partition struct {
-	p    int32
-	recs chan []*kgo.Record
+	p int32
+	// hwm is the partition's high watermark as of the last fetch; the lag
+	// reported after each commit is hwm minus the committed offset.
+	hwm atomic.Int64
+	lag prometheus.Gauge
+
+	// The poll loop never blocks on a partition: it queues the batch and
+	// pauses fetching the partition while its queue is full, so a partition
+	// that cannot make progress holds back no other.
+	mu     sync.Mutex
+	queue  [][]*kgo.Record
+	paused bool
+	wake   chan struct{} // capacity 1: "the queue changed"
+
 	quit chan struct{}
 	done chan struct{}
+}
+
+// maxQueued is how many polled batches may wait for a partition's worker
+// before its fetching is paused.
+const maxQueued = 4
+
+// enqueue adds a batch and reports whether fetching must now be paused.
+func (pt *partition) enqueue(recs []*kgo.Record) (pause bool) {
+	pt.mu.Lock()
+	pt.queue = append(pt.queue, recs)
+	if len(pt.queue) >= maxQueued && !pt.paused {
+		pt.paused, pause = true, true
+	}
+	pt.mu.Unlock()
+	select {
+	case pt.wake <- struct{}{}:
+	default:
+	}
+	return pause
+}
+
+// dequeue takes the oldest batch, if any, and reports whether fetching may
+// resume.
+func (pt *partition) dequeue() (recs []*kgo.Record, resume bool) {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	if len(pt.queue) == 0 {
+		return nil, false
+	}
+	recs = pt.queue[0]
+	pt.queue[0] = nil
+	pt.queue = pt.queue[1:]
+	if pt.paused && len(pt.queue) < maxQueued/2 {
+		pt.paused, resume = false, true
+	}
+	return recs, resume
 }
 
 // NewConsumer creates the Kafka client; Run starts consuming.
@@ -164,18 +215,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 			if len(fp.Records) == 0 {
 				return
 			}
-			last := fp.Records[len(fp.Records)-1].Offset
-			c.cfg.Metrics.ConsumerLag.WithLabelValues(c.cfg.Group, fp.Topic, strconv.Itoa(int(fp.Partition))).
-				Set(float64(max(fp.HighWatermark-last-1, 0)))
 			c.cfg.Metrics.Consumed.WithLabelValues(c.cfg.Group).Add(float64(len(fp.Records)))
 			pt := c.parts[fp.Partition]
 			if pt == nil { // cannot happen with BlockRebalanceOnPoll; never drop silently
 				c.log.Error("records for an unassigned partition; they will be redelivered", "partition", fp.Partition)
 				return
 			}
-			select {
-			case pt.recs <- fp.Records:
-			case <-ctx.Done():
+			pt.hwm.Store(fp.HighWatermark)
+			if pt.enqueue(fp.Records) {
+				c.cl.PauseFetchPartitions(map[string][]int32{fp.Topic: {fp.Partition}})
 			}
 		})
 		c.cl.AllowRebalance()
@@ -190,7 +238,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 func (c *Consumer) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
 	for _, ps := range assigned {
 		for _, p := range ps {
-			pt := &partition{p: p, recs: make(chan []*kgo.Record, 4), quit: make(chan struct{}), done: make(chan struct{})}
+			pt := &partition{p: p, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+				lag: c.cfg.Metrics.ConsumerLag.WithLabelValues(c.cfg.Group, c.cfg.Topic, strconv.Itoa(int(p)))}
 			c.parts[p] = pt
 			go c.work(pt)
 		}
@@ -223,12 +272,22 @@ func (c *Consumer) stopAll() {
 	c.stop(all)
 }
 
+// stop stops the workers and waits for them; the batches they had not
+// committed are redelivered to whoever gets the partition next. A paused
+// partition is resumed, so that it fetches again if it comes back to us.
 func (c *Consumer) stop(pts []*partition) {
 	for _, pt := range pts {
 		close(pt.quit)
 	}
+	var resume []int32
 	for _, pt := range pts {
 		<-pt.done
+		if pt.paused {
+			resume = append(resume, pt.p)
+		}
+	}
+	if len(resume) > 0 {
+		c.cl.ResumeFetchPartitions(map[string][]int32{c.cfg.Topic: resume})
 	}
 }
 
@@ -236,13 +295,20 @@ func (c *Consumer) stop(pts []*partition) {
 func (c *Consumer) work(pt *partition) {
 	defer close(pt.done)
 	for {
-		select {
-		case <-pt.quit:
-			return
-		case recs := <-pt.recs:
-			if !c.process(pt, recs) {
+		recs, resume := pt.dequeue()
+		if resume {
+			c.cl.ResumeFetchPartitions(map[string][]int32{c.cfg.Topic: {pt.p}})
+		}
+		if recs == nil {
+			select {
+			case <-pt.quit:
 				return
+			case <-pt.wake:
 			}
+			continue
+		}
+		if !c.process(pt, recs) {
+			return
 		}
 	}
 }
@@ -255,6 +321,7 @@ func (c *Consumer) process(pt *partition, recs []*kgo.Record) bool {
 	for attempt := 1; ; attempt++ {
 		stage, err := c.attempt(b)
 		if err == nil {
+			pt.lag.Set(float64(max(pt.hwm.Load()-recs[len(recs)-1].Offset-1, 0)))
 			return true
 		}
 		c.cfg.Metrics.BatchErrors.WithLabelValues(c.cfg.Group, stage).Inc()

@@ -37,13 +37,13 @@ var (
 
 // PatrolStatus values.
 const (
-	StatusDispatching   = "dispatching"
-	StatusDispatched    = "dispatched"
-	StatusFollowingUp   = "following-up"
-	StatusRecovered     = "recovered"
-	StatusStillFailing  = "still-failing"
-	StatusNoAttempt     = "no-attempt"
-	StatusNotifyRejected= "notify-rejected"
+	StatusDispatching    = "dispatching"
+	StatusDispatched     = "dispatched"
+	StatusFollowingUp    = "following-up"
+	StatusRecovered      = "recovered"
+	StatusStillFailing   = "still-failing"
+	StatusNoAttempt      = "no-attempt"
+	StatusNotifyRejected = "notify-rejected"
 )
 
 // DefaultFollowUpAfter is the default follow-up delay.

@@ -14,10 +14,10 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
+	"go.uber.org/zap"
 
 	"github.com/acu-patrol/acu/activities"
 	"github.com/acu-patrol/acu/ingest"

@@ -19,9 +19,9 @@ import (
 // ProduceFlags are the simulator's flags, shared by acu produce and acu-dev.
 type ProduceFlags struct {
 	Rate, FailShare, RetryShare, DuplicateShare, MalformedShare, OmitEventIDShare float64
-	Count, Students                                                              int
-	Duration, RetryAfter                                                         time.Duration
-	Seed                                                                         int64
+	Count, Students                                                               int
+	Duration, RetryAfter                                                          time.Duration
+	Seed                                                                          int64
 }
 
 // Register adds the flags to fs.

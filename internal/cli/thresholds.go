@@ -116,4 +116,3 @@ func runThresholds(ctx context.Context, args []string, env Env) error {
 	}
 	return nil
 }
-

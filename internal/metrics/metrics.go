@@ -30,8 +30,9 @@ type Metrics struct {
 	StartLatency prometheus.Histogram
 	// Archived counts results written to the store (new rows, duplicates).
 	Archived *prometheus.CounterVec
-	// ConsumerLag is the number of records behind the high watermark, by
-	// group, topic and partition, as of the last fetch.
+	// ConsumerLag is the number of records between the last committed
+	// offset and the high watermark seen at the last fetch, by group, topic
+	// and partition.
 	ConsumerLag *prometheus.GaugeVec
 	// BatchErrors counts failed batch attempts (retried), by group and stage.
 	BatchErrors *prometheus.CounterVec
@@ -74,7 +75,7 @@ func New() *Metrics {
 			Name: "acu_results_archived_total", Help: "Results written to the store (new) or already there (duplicate).",
 		}, []string{"result"}),
 		ConsumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "acu_consumer_lag_records", Help: "Records between the last fetched offset and the high watermark.",
+			Name: "acu_consumer_lag_records", Help: "Records between the committed offset and the high watermark.",
 		}, []string{"group", "topic", "partition"}),
 		BatchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "acu_batch_errors_total", Help: "Failed batch attempts, retried, by stage.",

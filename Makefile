@@ -1,0 +1,40 @@
+# The two commands of the README:
+#   go run ./cmd/acu-dev --produce   runs the whole system on embedded servers
+#   make test                        runs every check and test
+GO       ?= go
+GOBIN    := $(shell $(GO) env GOPATH)/bin
+export GOTOOLCHAIN := local
+
+STATICCHECK_VERSION   := v0.8.2
+WORKFLOWCHECK_VERSION := v0.6.0
+
+.PHONY: test lint tools build bench run
+
+## test: lint, then every test (fast suite with the race detector, the
+## end-to-end test on the embedded dev stack included).
+test: lint
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+## lint: gofmt, go vet, staticcheck and Temporal's workflowcheck.
+lint: tools
+	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GOBIN)/staticcheck ./...
+	$(GOBIN)/workflowcheck ./workflows/...
+
+## tools: install the linters from the Go module proxy (pinned).
+tools:
+	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@test -x $(GOBIN)/workflowcheck || $(GO) install go.temporal.io/sdk/contrib/tools/workflowcheck@$(WORKFLOWCHECK_VERSION)
+
+## build: bin/acu and bin/acu-dev.
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+## bench: the hot-path benchmarks, one core.
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2s -cpu 1 ./internal/event/ ./ingest/
+
+## run: the whole system with the simulator.
+run:
+	$(GO) run ./cmd/acu-dev --produce
