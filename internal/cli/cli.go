@@ -13,9 +13,13 @@ import (
 	"sort"
 	"strings"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.temporal.io/sdk/client"
+
 	"github.com/acu-patrol/acu/internal/app"
 	"github.com/acu-patrol/acu/internal/config"
 	"github.com/acu-patrol/acu/internal/metrics"
+	"github.com/acu-patrol/acu/internal/store/sqlite"
 )
 
 // Env is what a command gets from its process.
@@ -119,79 +123,89 @@ func serveMetrics(ctx context.Context, cfg *config.Config, m *metrics.Metrics, l
 	return app.ServeHTTP(ctx, cfg.HTTP, mux, log)
 }
 
+// service holds what a long-running service command has opened; close
+// releases it in reverse order.
+type service struct {
+	cfg     config.Config
+	log     *slog.Logger
+	m       *metrics.Metrics
+	wait    func() error
+	closers []func()
+}
+
+func (s *service) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+}
+
+// startService parses the flags, starts /healthz and /metrics, and opens
+// the clients the service needs.
+func startService(ctx context.Context, name string, args []string, env Env, needTemporal, needEtcd, needStore bool) (
+	s *service, tc client.Client, ec *clientv3.Client, st *sqlite.Store, err error) {
+	s = &service{}
+	if _, err = parse(name, args, env, &s.cfg, nil); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	s.log = app.NewLogger(&s.cfg)
+	s.m = metrics.New()
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if s.wait, err = serveMetrics(ctx, &s.cfg, s.m, s.log); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if needTemporal {
+		if tc, err = app.Temporal(&s.cfg, s.log); err != nil {
+			return nil, nil, nil, nil, err
+		}
+		s.closers = append(s.closers, tc.Close)
+	}
+	if needEtcd {
+		if ec, err = app.Etcd(&s.cfg); err != nil {
+			return nil, nil, nil, nil, err
+		}
+		s.closers = append(s.closers, func() { _ = ec.Close() })
+	}
+	if needStore {
+		if st, err = app.OpenStore(ctx, &s.cfg); err != nil {
+			return nil, nil, nil, nil, err
+		}
+		s.closers = append(s.closers, func() { _ = st.Close() })
+	}
+	return s, tc, ec, st, nil
+}
+
 func runIngest(ctx context.Context, args []string, env Env) error {
-	var cfg config.Config
-	if _, err := parse("ingest", args, env, &cfg, nil); err != nil {
-		return err
-	}
-	log := app.NewLogger(&cfg)
-	m := metrics.New()
-	wait, err := serveMetrics(ctx, &cfg, m, log)
+	s, tc, ec, _, err := startService(ctx, "ingest", args, env, true, true, false)
 	if err != nil {
 		return err
 	}
-	tc, err := app.Temporal(&cfg, log)
-	if err != nil {
-		return err
-	}
-	defer tc.Close()
-	ec, err := app.Etcd(&cfg)
-	if err != nil {
-		return err
-	}
-	defer ec.Close()
-	err = app.Ingest(ctx, &cfg, log, m, tc, ec)
-	return errors.Join(err, wait())
+	defer s.close()
+	err = app.Ingest(ctx, &s.cfg, s.log, s.m, tc, ec)
+	return errors.Join(err, s.wait())
 }
 
 func runArchive(ctx context.Context, args []string, env Env) error {
-	var cfg config.Config
-	if _, err := parse("archive", args, env, &cfg, nil); err != nil {
-		return err
-	}
-	log := app.NewLogger(&cfg)
-	m := metrics.New()
-	wait, err := serveMetrics(ctx, &cfg, m, log)
+	s, _, _, st, err := startService(ctx, "archive", args, env, false, false, true)
 	if err != nil {
 		return err
 	}
-	st, err := app.OpenStore(ctx, &cfg)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	err = app.Archive(ctx, &cfg, log, m, st)
-	return errors.Join(err, wait())
+	defer s.close()
+	err = app.Archive(ctx, &s.cfg, s.log, s.m, st)
+	return errors.Join(err, s.wait())
 }
 
 func runWorker(ctx context.Context, args []string, env Env) error {
-	var cfg config.Config
-	if _, err := parse("worker", args, env, &cfg, nil); err != nil {
-		return err
-	}
-	log := app.NewLogger(&cfg)
-	m := metrics.New()
-	wait, err := serveMetrics(ctx, &cfg, m, log)
+	s, tc, ec, st, err := startService(ctx, "worker", args, env, true, true, true)
 	if err != nil {
 		return err
 	}
-	tc, err := app.Temporal(&cfg, log)
-	if err != nil {
-		return err
-	}
-	defer tc.Close()
-	ec, err := app.Etcd(&cfg)
-	if err != nil {
-		return err
-	}
-	defer ec.Close()
-	st, err := app.OpenStore(ctx, &cfg)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	err = app.Worker(ctx, &cfg, log, m, tc, ec, st)
-	return errors.Join(err, wait())
+	defer s.close()
+	err = app.Worker(ctx, &s.cfg, s.log, s.m, tc, ec, st)
+	return errors.Join(err, s.wait())
 }
 
 func runSetup(ctx context.Context, args []string, env Env) error {

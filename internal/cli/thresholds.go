@@ -10,6 +10,7 @@ import (
 
 	"github.com/acu-patrol/acu/internal/app"
 	"github.com/acu-patrol/acu/internal/config"
+	"github.com/acu-patrol/acu/internal/event"
 	"github.com/acu-patrol/acu/internal/thresholds"
 )
 
@@ -39,6 +40,11 @@ func runThresholds(ctx context.Context, args []string, env Env) error {
 		return fmt.Errorf("%w: %s takes %d argument(s)\n%s", errUsage, rest[0], n, thresholdsUsage)
 	}
 	// Validate before connecting, so bad input fails fast and clearly.
+	if n > 0 && rest[0] != "import" {
+		if err := event.ValidIdent(rest[1]); err != nil {
+			return fmt.Errorf("%w: exercise id %q: %v", errUsage, rest[1], err)
+		}
+	}
 	var value float64
 	var imported map[string]float64
 	switch rest[0] {
