@@ -1,0 +1,129 @@
+package workers_test
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	tlog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/acu-patrol/acu/activities"
+	"github.com/acu-patrol/acu/ingest"
+	"github.com/acu-patrol/acu/internal/app"
+	"github.com/acu-patrol/acu/internal/devstack"
+	"github.com/acu-patrol/acu/internal/event"
+	"github.com/acu-patrol/acu/internal/store/sqlite"
+	"github.com/acu-patrol/acu/workers"
+	"github.com/acu-patrol/acu/workflows"
+)
+
+// TestWorkerKilledMidDeployment stops the worker that dispatched a patrol
+// while the deployment waits for its follow-up; a second worker, which
+// never saw the workflow, finishes it from its history: the outcome is
+// recorded and the patrol was notified once.
+func TestWorkerKilledMidDeployment(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Temporal server")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	addr, err := devstack.FreeLoopbackAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := devstack.StartTemporal(ctx, devstack.TemporalOptions{
+		FrontendAddr: addr, Namespace: "default", SearchAttributes: app.SearchAttributes,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = srv.Stop() }()
+	c, err := client.Dial(client.Options{HostPort: srv.FrontendAddr(), Logger: nopLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "acu.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+
+	var mu sync.Mutex
+	requests := map[string]int{}
+	patrol := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests[r.Header.Get("Idempotency-Key")]++
+		mu.Unlock()
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer patrol.Close()
+	newWorker := func() worker.Worker {
+		w := worker.New(c, workflows.TaskQueue, worker.Options{})
+		workers.Register(w, &activities.Patrol{HTTP: patrol.Client(), URL: patrol.URL, Store: st})
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+
+	failed := event.Result{ID: "w1", StudentID: "s1", ExerciseID: "c00", Metric: 10, Timestamp: time.Now().UTC().Truncate(time.Millisecond)}
+	// The follow-up finds a passing retake, archived before the check.
+	if _, err := st.PutResults(ctx, []event.Result{{ID: "w1-retake", StudentID: "s1", ExerciseID: "c00", Metric: 90,
+		Timestamp: failed.Timestamp.Add(time.Second)}}); err != nil {
+		t.Fatal(err)
+	}
+	opts := ingest.StartOptions(ingest.Failing{Result: failed, Threshold: 50})
+	first := newWorker()
+	run, err := c.ExecuteWorkflow(ctx, opts, workflows.PatrolWorkflowType, workflows.PatrolInput{
+		EventID: failed.ID, StudentID: failed.StudentID, ExerciseID: failed.ExerciseID, Metric: failed.Metric,
+		FailedAt: failed.Timestamp, Threshold: 50, HasThreshold: true,
+		FollowUpAfter: 3 * time.Second, FollowUpSettle: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Kill the first worker once the deployment waits for its follow-up.
+	for {
+		d, ok, err := st.GetDeployment(ctx, opts.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok && d.Status == workflows.StatusFollowingUp {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("deployment never reached following-up")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	first.Stop()
+	second := newWorker()
+	defer second.Stop()
+
+	var out workflows.PatrolResult
+	if err := run.Get(ctx, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.Status != workflows.StatusRecovered {
+		t.Fatalf("outcome %s, want recovered", out.Status)
+	}
+	d, _, err := st.GetDeployment(ctx, opts.ID)
+	if err != nil || d.Status != workflows.StatusRecovered {
+		t.Fatalf("recorded deployment %+v, %v", d, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(requests) != 1 || requests[opts.ID] != 1 {
+		t.Fatalf("patrol requests %v, want one for %s", requests, opts.ID)
+	}
+}
+
+func nopLogger() tlog.Logger { return tlog.NewStructuredLogger(slog.New(slog.DiscardHandler)) }
