@@ -15,22 +15,30 @@ import (
 	"github.com/acu-patrol/acu/workflows"
 )
 
-// Register registers PatrolDeployment and its activities.
-func Register(r worker.Registry, patrol *activities.Patrol) {
+// Activities are the activity structs a worker serves.
+type Activities struct {
+	Patrol    *activities.Patrol
+	Analytics *activities.Analytics
+}
+
+// Register registers the workflows and the activities.
+func Register(r worker.Registry, a Activities) {
 	RegisterWorkflows(r)
-	r.RegisterActivity(patrol)
+	r.RegisterActivity(a.Patrol)
+	r.RegisterActivity(a.Analytics)
 }
 
 // RegisterWorkflows registers the workflows alone (a replayer needs no
 // activities).
 func RegisterWorkflows(r worker.WorkflowRegistry) {
 	r.RegisterWorkflowWithOptions(workflows.PatrolDeployment, workflow.RegisterOptions{Name: workflows.PatrolWorkflowType})
+	r.RegisterWorkflowWithOptions(workflows.Analytics, workflow.RegisterOptions{Name: workflows.AnalyticsWorkflowType})
 }
 
-// Run runs a worker on the patrol task queue until ctx ends.
-func Run(ctx context.Context, c client.Client, patrol *activities.Patrol, opts worker.Options) error {
+// Run runs a worker on the task queue until ctx ends.
+func Run(ctx context.Context, c client.Client, a Activities, opts worker.Options) error {
 	w := worker.New(c, workflows.TaskQueue, opts)
-	Register(w, patrol)
+	Register(w, a)
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("starting worker on %s: %w", workflows.TaskQueue, err)
 	}

@@ -67,7 +67,10 @@ func TestWorkerKilledMidDeployment(t *testing.T) {
 	defer patrol.Close()
 	newWorker := func() worker.Worker {
 		w := worker.New(c, workflows.TaskQueue, worker.Options{})
-		workers.Register(w, &activities.Patrol{HTTP: patrol.Client(), URL: patrol.URL, Store: st})
+		workers.Register(w, workers.Activities{
+			Patrol:    &activities.Patrol{HTTP: patrol.Client(), URL: patrol.URL, Store: st},
+			Analytics: &activities.Analytics{Store: st},
+		})
 		if err := w.Start(); err != nil {
 			t.Fatal(err)
 		}

@@ -31,6 +31,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	var o dev.Options
 	var p cli.ProduceFlags
 	var doProduce bool
+	var af cli.AnalyticsFlags
 	fs := flag.NewFlagSet("acu-dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o.Config.Register(fs)
@@ -39,6 +40,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	fs.Float64Var(&o.PatrolFailRate, "patrol-fail-rate", 0, "share of patrol notifications the dev endpoint answers with 503 (0..1)")
 	fs.BoolVar(&doProduce, "produce", false, "also run the laptop simulator (see the simulator flags)")
 	p.Register(fs)
+	af.Register(fs)
 	if err := config.Parse(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -55,6 +57,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	}
 	if o.DataDir != "" && !given["store"] && getenv(config.EnvName("store")) == "" {
 		o.Config.Store = "sqlite:" + filepath.Join(o.DataDir, "acu.db")
+	}
+	if err := af.Apply(&o.Analytics); err != nil {
+		fmt.Fprintln(stderr, "acu-dev:", err)
+		return 2
 	}
 	if o.PatrolFailRate < 0 || o.PatrolFailRate >= 1 {
 		fmt.Fprintln(stderr, "acu-dev: --patrol-fail-rate must be in [0,1)")

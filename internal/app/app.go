@@ -114,8 +114,14 @@ func consumerConfig(cfg *config.Config, group string, log *slog.Logger, m *metri
 	return cc
 }
 
-// Worker runs the patrol worker until ctx ends.
-func Worker(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, tc client.Client, ec *clientv3.Client, st activities.DeploymentStore) error {
+// WorkerStore is the store a worker needs: deployments and analytics.
+type WorkerStore interface {
+	activities.DeploymentStore
+	activities.AnalyticsStore
+}
+
+// Worker runs the worker (patrol deployments and analytics) until ctx ends.
+func Worker(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, tc client.Client, ec *clientv3.Client, st WorkerStore) error {
 	patrol := &activities.Patrol{
 		HTTP:       &http.Client{Timeout: cfg.PatrolTimeout},
 		URL:        cfg.PatrolURL,
@@ -124,7 +130,8 @@ func Worker(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metric
 		Metrics:    m,
 	}
 	log.Info("worker started", "task_queue", "acu-patrol", "patrol_url", cfg.PatrolURL)
-	return workers.Run(ctx, tc, patrol, worker.Options{})
+	an := &activities.Analytics{Store: st, Thresholds: thresholds.NewAdmin(ec, cfg.EtcdPrefix)}
+	return workers.Run(ctx, tc, workers.Activities{Patrol: patrol, Analytics: an}, worker.Options{})
 }
 
 // ServeHTTP serves mux on addr until ctx ends. The listener is opened

@@ -15,6 +15,8 @@ import (
 
 	"github.com/acu-patrol/acu/ingest"
 	"github.com/acu-patrol/acu/internal/config"
+	"github.com/acu-patrol/acu/schedules"
+	"github.com/acu-patrol/acu/workflows"
 )
 
 // SearchAttributes are the custom search attributes of PatrolDeployment.
@@ -32,10 +34,14 @@ type SetupOptions struct {
 	Partitions int32
 	// ReplicationFactor of the topics; default -1, the broker default.
 	ReplicationFactor int16
+	// Analytics is when the analytics schedule runs (schedules.ParseSpec).
+	Analytics schedules.Spec
+	// Precision is the geohash precision of the scheduled runs' hotspots.
+	Precision int
 }
 
 // Setup provisions everything the services need, idempotently: the topics,
-// the search attributes and the store schema.
+// the search attributes, the store schema and the analytics schedule.
 func Setup(ctx context.Context, cfg *config.Config, o SetupOptions, tc client.Client, log *slog.Logger) error {
 	if o.Partitions <= 0 {
 		o.Partitions = 6
@@ -54,7 +60,15 @@ func Setup(ctx context.Context, cfg *config.Config, o SetupOptions, tc client.Cl
 		return fmt.Errorf("store schema: %w", err)
 	}
 	log.Info("store schema ready", "store", cfg.Store)
-	return st.Close()
+	if err := st.Close(); err != nil {
+		return err
+	}
+	out, err := schedules.Apply(ctx, tc, schedules.Analytics(o.Analytics, workflows.AnalyticsInput{Precision: o.Precision}))
+	if err != nil {
+		return fmt.Errorf("analytics schedule: %w", err)
+	}
+	log.Info("analytics schedule "+string(out), "schedule_id", schedules.AnalyticsScheduleID, "every", o.Analytics.Every, "cron", o.Analytics.Cron)
+	return nil
 }
 
 // CreateTopics creates the results topic and its DLQ unless they exist.

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.temporal.io/sdk/client"
@@ -20,6 +21,7 @@ import (
 	"github.com/acu-patrol/acu/internal/config"
 	"github.com/acu-patrol/acu/internal/metrics"
 	"github.com/acu-patrol/acu/internal/store/sqlite"
+	"github.com/acu-patrol/acu/schedules"
 )
 
 // Env is what a command gets from its process.
@@ -47,6 +49,8 @@ func commands() map[string]command {
 		"thresholds": {"set|get|list|delete|import exercise thresholds in etcd", runThresholds},
 		"produce":    {"simulate student laptops sending results", runProduce},
 		"replay":     {"replay PatrolDeployment histories against this build", runReplay},
+		"analytics":  {"run|describe|pause|unpause the analytics", runAnalytics},
+		"report":     {"print the latest analytics report (--json: the document)", runReport},
 	}
 }
 
@@ -111,6 +115,34 @@ func parse(name string, args []string, env Env, cfg *config.Config, extra func(f
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return fs, nil
+}
+
+// AnalyticsFlags are the analytics schedule's flags, shared by acu setup
+// and acu-dev.
+type AnalyticsFlags struct {
+	Every     time.Duration
+	Cron      string
+	Precision int
+}
+
+// Register adds the flags to fs.
+func (a *AnalyticsFlags) Register(fs *flag.FlagSet) {
+	fs.DurationVar(&a.Every, "analytics-every", 0, "run the analytics this often (default 5m; or --analytics-cron)")
+	fs.StringVar(&a.Cron, "analytics-cron", "", `run the analytics on this cron spec, e.g. "*/10 * * * *"`)
+	fs.IntVar(&a.Precision, "hotspot-precision", 5, "geohash precision of the hotspot cells (1..12)")
+}
+
+// Apply validates the flags into o.
+func (a *AnalyticsFlags) Apply(o *app.SetupOptions) error {
+	spec, err := schedules.ParseSpec(a.Every, a.Cron)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if a.Precision < 1 || a.Precision > 12 {
+		return fmt.Errorf("%w: --hotspot-precision must be 1..12", errUsage)
+	}
+	o.Analytics, o.Precision = spec, a.Precision
+	return nil
 }
 
 // serveMetrics starts /healthz and /metrics when cfg.HTTP is set.
@@ -212,10 +244,15 @@ func runSetup(ctx context.Context, args []string, env Env) error {
 	var cfg config.Config
 	var o app.SetupOptions
 	var partitions, rf int
+	var af AnalyticsFlags
 	if _, err := parse("setup", args, env, &cfg, func(fs *flag.FlagSet) {
 		fs.IntVar(&partitions, "partitions", 6, "partitions of the results topic and its DLQ")
 		fs.IntVar(&rf, "replication-factor", -1, "replication factor of the topics (-1: broker default)")
+		af.Register(fs)
 	}); err != nil {
+		return err
+	}
+	if err := af.Apply(&o); err != nil {
 		return err
 	}
 	if partitions <= 0 || rf == 0 || rf < -1 {
@@ -232,6 +269,6 @@ func runSetup(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	fmt.Fprintln(env.Stdout, "setup done: topics", strings.Join([]string{"piscine.results", "piscine.results.dlq"}, ", "),
-		"; search attributes; store schema")
+		"; search attributes; store schema; analytics schedule", schedules.AnalyticsScheduleID)
 	return nil
 }

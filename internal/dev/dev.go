@@ -44,6 +44,9 @@ type Options struct {
 	PatrolFailRate float64
 	// Partitions of the results topic; default 6.
 	Partitions int32
+	// Analytics is the analytics schedule (spec and precision) acu-dev
+	// applies at start; a zero Spec runs every 5 minutes.
+	Analytics app.SetupOptions
 	// SeedThresholds are written to etcd at start when no threshold exists.
 	SeedThresholds map[string]float64
 	// Logger is required.
@@ -151,7 +154,12 @@ func Run(ctx context.Context, o Options) (err error) {
 	cleanups = append(cleanups, func() { _ = s.EtcdCli.Close() })
 
 	// acu setup, as an operator would run it (topics exist already).
-	if err := app.Setup(ctx, cfg, app.SetupOptions{Partitions: o.Partitions}, s.Client, log); err != nil {
+	setup := o.Analytics
+	setup.Partitions = o.Partitions
+	if setup.Analytics.Every == 0 && setup.Analytics.Cron == "" {
+		setup.Analytics.Every = 5 * time.Minute
+	}
+	if err := app.Setup(ctx, cfg, setup, s.Client, log); err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}
 	if err := seedThresholds(ctx, s.EtcdCli, cfg.EtcdPrefix, o.SeedThresholds, log); err != nil {

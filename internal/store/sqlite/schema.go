@@ -62,6 +62,24 @@ var migrations = [][]string{
 			updated_at_ms     INTEGER
 		)`,
 	},
+	// 2: analytics state and report history.
+	{
+		// One row: the partial aggregates and their watermark (the highest
+		// results.seq they include), as the analytics package's JSON.
+		`CREATE TABLE analytics_state (
+			id    INTEGER PRIMARY KEY CHECK (id = 1),
+			state TEXT    NOT NULL
+		)`,
+		// Every completed report, oldest first; run_id is the analytics
+		// run that made it, so a retried commit finds its report.
+		`CREATE TABLE analytics_reports (
+			id              INTEGER PRIMARY KEY AUTOINCREMENT,
+			run_id          TEXT    NOT NULL UNIQUE,
+			generated_at_ms INTEGER NOT NULL,
+			watermark       INTEGER NOT NULL,
+			report          TEXT    NOT NULL
+		)`,
+	},
 }
 
 // migrate brings the schema of db up to the latest version. Concurrent

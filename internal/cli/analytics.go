@@ -1,0 +1,113 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/client"
+
+	"github.com/acu-patrol/acu/internal/app"
+	"github.com/acu-patrol/acu/internal/config"
+	"github.com/acu-patrol/acu/schedules"
+	"github.com/acu-patrol/acu/workflows"
+)
+
+const analyticsUsage = `usage:
+  acu analytics run        run the analytics now, wait (progress shown), print the report
+  acu analytics describe   show the schedule: spec, paused, next and recent runs
+  acu analytics pause      pause the schedule
+  acu analytics unpause    resume the schedule`
+
+func runAnalytics(ctx context.Context, args []string, env Env) error {
+	var cfg config.Config
+	var precision int
+	var asJSON bool
+	fs, err := parse("analytics", args, env, &cfg, func(fs *flag.FlagSet) {
+		fs.IntVar(&precision, "hotspot-precision", 5, "geohash precision of the hotspot cells (1..12)")
+		fs.BoolVar(&asJSON, "json", false, "run: print the report document instead of tables")
+	})
+	if err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) != 1 {
+		return fmt.Errorf("%w: want one subcommand\n%s", errUsage, analyticsUsage)
+	}
+	if precision < 1 || precision > 12 {
+		return fmt.Errorf("%w: --hotspot-precision must be 1..12", errUsage)
+	}
+	log := app.NewLogger(&cfg)
+	tc, err := app.Temporal(&cfg, log)
+	if err != nil {
+		return err
+	}
+	defer tc.Close()
+	switch rest[0] {
+	case "run":
+		return analyticsRun(ctx, tc, precision, asJSON, env)
+	case "describe":
+		s, err := schedules.Describe(ctx, tc, schedules.AnalyticsScheduleID)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(env.Stdout, s)
+		return nil
+	case "pause":
+		return schedules.Pause(ctx, tc, schedules.AnalyticsScheduleID, "paused with acu analytics pause")
+	case "unpause":
+		return schedules.Unpause(ctx, tc, schedules.AnalyticsScheduleID, "unpaused with acu analytics unpause")
+	default:
+		return fmt.Errorf("%w: unknown subcommand %q\n%s", errUsage, rest[0], analyticsUsage)
+	}
+}
+
+// analyticsRun starts a run beside the schedule's and waits for it. Runs
+// do not conflict: a run that finds the state moved plans again.
+func analyticsRun(ctx context.Context, tc client.Client, precision int, asJSON bool, env Env) error {
+	id := fmt.Sprintf("analytics-manual-%d", time.Now().UnixMilli())
+	run, err := tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: workflows.TaskQueue},
+		workflows.AnalyticsWorkflowType, workflows.AnalyticsInput{Precision: precision})
+	if err != nil {
+		return fmt.Errorf("starting analytics: %w", err)
+	}
+	fmt.Fprintf(env.Stderr, "analytics run %s started\n", id)
+	done := make(chan error, 1)
+	var res workflows.AnalyticsResult
+	go func() { done <- run.Get(ctx, &res) }()
+	began := time.Now()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			fmt.Fprintln(env.Stderr)
+			if err != nil {
+				return fmt.Errorf("analytics run %s: %w", id, err)
+			}
+			fmt.Fprintf(env.Stderr, "done in %s: results %d..%d added", time.Since(began).Round(time.Millisecond), res.From+1, res.To)
+			if len(res.Rebuilt) > 0 {
+				fmt.Fprintf(env.Stderr, ", recomputed %v (threshold changed)", res.Rebuilt)
+			}
+			fmt.Fprintln(env.Stderr)
+			if asJSON {
+				_, err := fmt.Fprintln(env.Stdout, string(res.Report))
+				return err
+			}
+			return printReport(env.Stdout, res.Report)
+		case <-tick.C:
+			v, err := tc.QueryWorkflow(ctx, id, "", workflows.ProgressQuery)
+			if err != nil {
+				continue // not picked up by a worker yet
+			}
+			var p workflows.Progress
+			if v.Get(&p) == nil {
+				fmt.Fprintf(env.Stderr, "\r%-12s ranges %d/%d  rebuilds %d/%d  %s   ", p.Phase, p.RangesDone, p.Ranges, p.Rebuilt, p.Rebuild,
+					time.Since(began).Round(time.Second))
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

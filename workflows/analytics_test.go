@@ -1,0 +1,192 @@
+package workflows_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/acu-patrol/acu/activities"
+	"github.com/acu-patrol/acu/internal/analytics"
+	"github.com/acu-patrol/acu/internal/event"
+	"github.com/acu-patrol/acu/internal/store"
+	"github.com/acu-patrol/acu/internal/store/sqlite"
+	"github.com/acu-patrol/acu/internal/thresholds"
+	"github.com/acu-patrol/acu/workflows"
+)
+
+type fixedThresholds map[string]float64
+
+func (f fixedThresholds) List(context.Context) ([]thresholds.Entry, error) {
+	var out []thresholds.Entry
+	for id, v := range f {
+		out = append(out, thresholds.Entry{ExerciseID: id, Value: v})
+	}
+	return out, nil
+}
+
+var runs int
+
+var analyticsNow = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+
+func runAnalytics(t *testing.T, st *sqlite.Store, th fixedThresholds, in workflows.AnalyticsInput) workflows.AnalyticsResult {
+	t.Helper()
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.SetStartTime(analyticsNow)
+	runs++
+	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: fmt.Sprintf("analytics-test-%d", runs)})
+	env.RegisterWorkflow(workflows.Analytics)
+	env.RegisterActivity(&activities.Analytics{Store: st, Thresholds: th})
+	env.ExecuteWorkflow(workflows.Analytics, in)
+	if err := env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	var res workflows.AnalyticsResult
+	if err := env.GetWorkflowResult(&res); err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// full recomputes the report from everything stored, for comparison.
+func full(t *testing.T, st *sqlite.Store, th fixedThresholds, precision int) []byte {
+	t.Helper()
+	ctx := context.Background()
+	top, err := st.MaxSeq(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := st.ResultsBySeq(ctx, 0, top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps, err := st.Deployments(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := analytics.FullRecompute(rs, analytics.Thresholds(th), deps, precision, 10, analyticsNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func randomResults(rnd *rand.Rand, n, offset int) []event.Result {
+	centres := [][2]float64{{48.8566, 2.3522}, {45.764, 4.8357}, {43.2965, 5.3698}}
+	out := make([]event.Result, n)
+	for i := range out {
+		c := centres[rnd.IntN(len(centres))]
+		out[i] = event.Result{
+			ID:         fmt.Sprintf("r%06d", offset+i),
+			StudentID:  fmt.Sprintf("s%03d", rnd.IntN(200)),
+			ExerciseID: fmt.Sprintf("ex%d", rnd.IntN(4)),
+			Latitude:   c[0] + rnd.Float64()*0.1 - 0.05, Longitude: c[1] + rnd.Float64()*0.1 - 0.05,
+			Metric: float64(rnd.IntN(10001)) / 100,
+			// Late data too: timestamps anywhere in the last days.
+			Timestamp: analyticsNow.Add(-time.Duration(rnd.IntN(72*3600)) * time.Second),
+		}
+	}
+	return out
+}
+
+// TestAnalyticsIncrementalEqualsFull: after each incremental run (new
+// results, late results, duplicates re-archived, a threshold change, new
+// deployments), the stored report equals a full recomputation.
+func TestAnalyticsIncrementalEqualsFull(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "acu.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rnd := rand.New(rand.NewPCG(1, 2))
+	th := fixedThresholds{"ex0": 50, "ex1": 62.5, "ex2": 70} // ex3 has none
+	in := workflows.AnalyticsInput{ChunkSize: 700}
+
+	check := func(step string, res workflows.AnalyticsResult) {
+		t.Helper()
+		want := full(t, st, th, 5)
+		if string(res.Report) != string(want) {
+			t.Fatalf("%s: incremental report\n%s\nfull recomputation\n%s", step, res.Report, want)
+		}
+		stored, ok, err := st.LatestReport(ctx)
+		if err != nil || !ok || string(stored) != string(res.Report) {
+			t.Fatalf("%s: stored report differs (%v %v)", step, ok, err)
+		}
+	}
+	// Empty store.
+	check("empty", runAnalytics(t, st, th, in))
+
+	put := func(rs []event.Result) {
+		t.Helper()
+		if _, err := st.PutResults(ctx, rs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := randomResults(rnd, 5000, 0)
+	put(first)
+	res := runAnalytics(t, st, th, in)
+	if res.From != 0 || res.To != 5000 {
+		t.Fatalf("first run covered %d..%d", res.From, res.To)
+	}
+	check("first", res)
+
+	// New and late results, and already archived ones again (no new rows).
+	put(append(randomResults(rnd, 1234, 5000), first[:100]...))
+	res = runAnalytics(t, st, th, in)
+	if res.From != 5000 || res.To != 6234 || len(res.Rebuilt) != 0 {
+		t.Fatalf("second run covered %d..%d, rebuilt %v", res.From, res.To, res.Rebuilt)
+	}
+	check("incremental", res)
+
+	// A threshold change (and a threshold set on ex3): those exercises are
+	// recomputed, the others not.
+	th["ex1"] = 40
+	th["ex3"] = 55
+	put(randomResults(rnd, 321, 6234))
+	res = runAnalytics(t, st, th, in)
+	if fmt.Sprint(res.Rebuilt) != "[ex1 ex3]" {
+		t.Fatalf("rebuilt %v, want [ex1 ex3]", res.Rebuilt)
+	}
+	check("threshold change", res)
+
+	// Deployments change the recovery part only.
+	for i, status := range []string{workflows.StatusRecovered, workflows.StatusStillFailing, workflows.StatusNoAttempt,
+		workflows.StatusFollowingUp, workflows.StatusNotifyRejected} {
+		if err := st.PutDeployment(ctx, store.Deployment{WorkflowID: fmt.Sprintf("patrol-%d", i), ExerciseID: "ex0", Status: status}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res = runAnalytics(t, st, th, in)
+	check("deployments", res)
+	var doc struct {
+		Recovery struct {
+			Deployments, Recovered, Pending int
+			Rate                            *float64
+		}
+	}
+	if err := json.Unmarshal(res.Report, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Recovery.Deployments != 4 || doc.Recovery.Pending != 1 || doc.Recovery.Rate == nil || *doc.Recovery.Rate != 0.5 {
+		t.Fatalf("recovery %+v", doc.Recovery)
+	}
+
+	// A precision change recomputes everything.
+	in.Precision = 4
+	res = runAnalytics(t, st, th, in)
+	if want := full(t, st, th, 4); string(res.Report) != string(want) {
+		t.Fatalf("precision change: got\n%s\nwant\n%s", res.Report, want)
+	}
+}
