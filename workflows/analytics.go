@@ -117,7 +117,7 @@ func Analytics(ctx workflow.Context, in AnalyticsInput) (AnalyticsResult, error)
 		var report json.RawMessage
 		err := workflow.ExecuteActivity(ctx, a.CommitAnalytics, activities.CommitInput{
 			RunID: runID, Plan: plan, Deltas: deltas, Rebuilt: rebuilt,
-			GeneratedAt: workflow.Now(ctx).UTC(), Top: in.Top,
+			GeneratedAt: workflow.Now(ctx).UTC().Truncate(time.Millisecond), Top: in.Top,
 		}).Get(ctx, &report)
 		var appErr *temporal.ApplicationError
 		if errors.As(err, &appErr) && appErr.Type() == activities.ErrTypeStalePlan && attempt < 5 {

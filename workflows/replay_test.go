@@ -9,11 +9,11 @@ import (
 )
 
 // TestReplayRecordedHistories replays histories of real PatrolDeployment
-// runs (recorded from the dev stack, see internal/dev's ACU_WRITE_HISTORY)
-// against the current workflow code: a change that breaks determinism for
-// deployments in flight fails here.
+// and Analytics runs (recorded from the dev stack: ACU_WRITE_HISTORY=<dir>
+// go test ./internal/dev/) against the current workflow code: a change that
+// breaks determinism for runs in flight fails here.
 func TestReplayRecordedHistories(t *testing.T) {
-	for _, file := range []string{"testdata/patrol_recovered.json"} {
+	for _, file := range []string{"testdata/patrol_recovered.json", "testdata/analytics.json"} {
 		t.Run(file, func(t *testing.T) {
 			r := worker.NewWorkflowReplayer()
 			workers.RegisterWorkflows(r)

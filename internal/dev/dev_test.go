@@ -2,6 +2,7 @@ package dev_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,9 +16,11 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/acu-patrol/acu/ingest"
+	"github.com/acu-patrol/acu/internal/analytics"
 	"github.com/acu-patrol/acu/internal/config"
 	"github.com/acu-patrol/acu/internal/dev"
 	"github.com/acu-patrol/acu/internal/devstack"
@@ -216,10 +219,23 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 
-	// ACU_WRITE_HISTORY=<file> saves the history of a real run for the
+	// The analytics over what was archived and deployed.
+	run, err := s.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "analytics-e2e", TaskQueue: workflows.TaskQueue},
+		workflows.AnalyticsWorkflowType, workflows.AnalyticsInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res workflows.AnalyticsResult
+	if err := run.Get(ctx, &res); err != nil {
+		t.Fatal(err)
+	}
+	checkReport(ctx, t, s, res.Report)
+
+	// ACU_WRITE_HISTORY=<dir> saves the histories of real runs for the
 	// replay test (workflows/testdata).
-	if path := os.Getenv("ACU_WRITE_HISTORY"); path != "" {
-		writeHistory(ctx, t, s, "patrol-e1", path)
+	if dir := os.Getenv("ACU_WRITE_HISTORY"); dir != "" {
+		writeHistory(ctx, t, s, "patrol-e1", filepath.Join(dir, "patrol_recovered.json"))
+		writeHistory(ctx, t, s, "analytics-e2e", filepath.Join(dir, "analytics.json"))
 	}
 
 	// Operators find deployments by status in Temporal's visibility.
@@ -248,5 +264,52 @@ func writeHistory(ctx context.Context, t *testing.T, s *dev.Stack, id, path stri
 	}
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// checkReport compares the report with hand-computed figures and with a
+// full recomputation over the store.
+func checkReport(ctx context.Context, t *testing.T, s *dev.Stack, doc []byte) {
+	t.Helper()
+	var rep analytics.Report
+	if err := json.Unmarshal(doc, &rep); err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]analytics.ExerciseStats{}
+	for _, e := range rep.Exercises {
+		byID[e.ExerciseID] = e
+	}
+	// ex-a: 20, 80 (retake), 10, 50 — the out-of-range 150 was rejected.
+	if e := byID["ex-a"]; e.Results != 4 || e.MeanMetric != 40 || e.PassRate == nil || *e.PassRate != 0.5 {
+		t.Errorf("ex-a %+v", e)
+	}
+	// ex-none: one result, no threshold.
+	if e := byID["ex-none"]; e.Results != 1 || e.PassRate != nil || e.Threshold != nil {
+		t.Errorf("ex-none %+v", e)
+	}
+	r := rep.Recovery
+	if r.Deployments != 5 || r.Recovered != 1 || r.StillFailing != 1 || r.NoAttempt != 3 || r.Pending != 0 ||
+		r.Rate == nil || *r.Rate != 0.5 {
+		t.Errorf("recovery %+v", r)
+	}
+	top, err := s.Store.MaxSeq(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.Store.ResultsBySeq(ctx, 0, top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps, err := s.Store.Deployments(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := analytics.FullRecompute(rs, analytics.Thresholds{"ex-a": 50, "ex-b": 70}, deps, 5, 10, rep.GeneratedAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDoc, _ := json.Marshal(want)
+	if string(wantDoc) != string(doc) {
+		t.Errorf("report\n%s\nfull recomputation\n%s", doc, wantDoc)
 	}
 }
