@@ -112,7 +112,7 @@ func TestWorkerKilledMidDeployment(t *testing.T) {
 	defer second.Stop()
 
 	var out workflows.PatrolResult
-	if err := run.Get(ctx, &out); err != nil {
+	if err := app.AwaitResult(ctx, c, run.GetID(), &out, nil); err != nil {
 		t.Fatal(err)
 	}
 	if out.Status != workflows.StatusRecovered {

@@ -73,41 +73,31 @@ func analyticsRun(ctx context.Context, tc client.Client, precision int, asJSON b
 		return fmt.Errorf("starting analytics: %w", err)
 	}
 	fmt.Fprintf(env.Stderr, "analytics run %s started\n", id)
-	done := make(chan error, 1)
 	var res workflows.AnalyticsResult
-	go func() { done <- run.Get(ctx, &res) }()
 	began := time.Now()
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case err := <-done:
-			fmt.Fprintln(env.Stderr)
-			if err != nil {
-				return fmt.Errorf("analytics run %s: %w", id, err)
-			}
-			fmt.Fprintf(env.Stderr, "done in %s: results %d..%d added", time.Since(began).Round(time.Millisecond), res.From+1, res.To)
-			if len(res.Rebuilt) > 0 {
-				fmt.Fprintf(env.Stderr, ", recomputed %v (threshold changed)", res.Rebuilt)
-			}
-			fmt.Fprintln(env.Stderr)
-			if asJSON {
-				_, err := fmt.Fprintln(env.Stdout, string(res.Report))
-				return err
-			}
-			return printReport(env.Stdout, res.Report)
-		case <-tick.C:
-			v, err := tc.QueryWorkflow(ctx, id, "", workflows.ProgressQuery)
-			if err != nil {
-				continue // not picked up by a worker yet
-			}
-			var p workflows.Progress
-			if v.Get(&p) == nil {
-				fmt.Fprintf(env.Stderr, "\r%-12s ranges %d/%d  rebuilds %d/%d  %s   ", p.Phase, p.RangesDone, p.Ranges, p.Rebuilt, p.Rebuild,
-					time.Since(began).Round(time.Second))
-			}
-		case <-ctx.Done():
-			return ctx.Err()
+	err = app.AwaitResult(ctx, tc, run.GetID(), &res, func() {
+		v, err := tc.QueryWorkflow(ctx, id, "", workflows.ProgressQuery)
+		if err != nil {
+			return // not picked up by a worker yet
 		}
+		var p workflows.Progress
+		if v.Get(&p) == nil {
+			fmt.Fprintf(env.Stderr, "\r%-12s ranges %d/%d  rebuilds %d/%d  %s   ", p.Phase, p.RangesDone, p.Ranges, p.Rebuilt, p.Rebuild,
+				time.Since(began).Round(time.Second))
+		}
+	})
+	fmt.Fprintln(env.Stderr)
+	if err != nil {
+		return fmt.Errorf("analytics run %s: %w", id, err)
 	}
+	fmt.Fprintf(env.Stderr, "done in %s: results %d..%d added", time.Since(began).Round(time.Millisecond), res.From+1, res.To)
+	if len(res.Rebuilt) > 0 {
+		fmt.Fprintf(env.Stderr, ", recomputed %v (threshold changed)", res.Rebuilt)
+	}
+	fmt.Fprintln(env.Stderr)
+	if asJSON {
+		_, err := fmt.Fprintln(env.Stdout, string(res.Report))
+		return err
+	}
+	return printReport(env.Stdout, res.Report)
 }

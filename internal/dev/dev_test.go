@@ -21,6 +21,7 @@ import (
 
 	"github.com/acu-patrol/acu/ingest"
 	"github.com/acu-patrol/acu/internal/analytics"
+	"github.com/acu-patrol/acu/internal/app"
 	"github.com/acu-patrol/acu/internal/config"
 	"github.com/acu-patrol/acu/internal/dev"
 	"github.com/acu-patrol/acu/internal/devstack"
@@ -226,9 +227,11 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	var res workflows.AnalyticsResult
-	if err := run.Get(ctx, &res); err != nil {
+	began := time.Now()
+	if err := app.AwaitResult(ctx, s.Client, run.GetID(), &res, nil); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("analytics run took %s", time.Since(began))
 	checkReport(ctx, t, s, res.Report)
 
 	// ACU_WRITE_HISTORY=<dir> saves the histories of real runs for the
