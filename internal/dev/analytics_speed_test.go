@@ -123,7 +123,9 @@ func TestAnalyticsSpeed(t *testing.T) {
 	fill(n, n/100)
 	incr := run("incremental")
 	t.Logf("incremental/full = %.1f %%", 100*incr.Seconds()/full.Seconds())
-	if incr > full/10 {
+	// Below some 500,000 results the runs' fixed costs (a few workflow
+	// tasks, the plan and the commit) dominate and the ratio says nothing.
+	if n >= 500_000 && incr > full/10 {
 		t.Errorf("incremental run %s is more than 10 %% of the full run %s", incr, full)
 	}
 }
