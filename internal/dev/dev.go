@@ -250,5 +250,10 @@ acu-dev is running. Ctrl-C stops it.
 	} else {
 		fmt.Fprintf(w, "  patrol endpoint  %s  (external)\n", cfg.PatrolURL)
 	}
-	fmt.Fprintf(w, "  follow-up after  %s\n\n", cfg.FollowUpAfter)
+	fmt.Fprintf(w, "  follow-up after  %s\n", cfg.FollowUpAfter)
+	spec := s.Opts.Analytics.Analytics
+	if spec.Every == 0 && spec.Cron == "" {
+		spec.Every = 5 * time.Minute
+	}
+	fmt.Fprintf(w, "  analytics        schedule acu-analytics, %s; acu analytics run / acu report\n\n", spec)
 }
