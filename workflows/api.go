@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/temporal"
+
+	"github.com/acu-patrol/acu/internal/store"
 )
 
 // TaskQueue is the task queue of the patrol workflows and activities.
@@ -37,13 +39,13 @@ var (
 
 // PatrolStatus values.
 const (
-	StatusDispatching    = "dispatching"
-	StatusDispatched     = "dispatched"
-	StatusFollowingUp    = "following-up"
-	StatusRecovered      = "recovered"
-	StatusStillFailing   = "still-failing"
-	StatusNoAttempt      = "no-attempt"
-	StatusNotifyRejected = "notify-rejected"
+	StatusDispatching    = store.StatusDispatching
+	StatusDispatched     = store.StatusDispatched
+	StatusFollowingUp    = store.StatusFollowingUp
+	StatusRecovered      = store.StatusRecovered
+	StatusStillFailing   = store.StatusStillFailing
+	StatusNoAttempt      = store.StatusNoAttempt
+	StatusNotifyRejected = store.StatusNotifyRejected
 )
 
 // DefaultFollowUpAfter is the default follow-up delay.

@@ -88,31 +88,19 @@ type ExerciseRecovery struct {
 	DeploymentCounts
 }
 
-// PatrolStatus values (DESIGN.md §2.3), as workflows.Status*; this package
-// cannot import workflows, which imports it.
-const (
-	statusDispatching    = "dispatching"
-	statusDispatched     = "dispatched"
-	statusFollowingUp    = "following-up"
-	statusRecovered      = "recovered"
-	statusStillFailing   = "still-failing"
-	statusNoAttempt      = "no-attempt"
-	statusNotifyRejected = "notify-rejected"
-)
-
 // count adds one deployment of the given status; it reports whether the
 // status is a deployment's (notify-rejected and unknown statuses are not).
 func (c *DeploymentCounts) count(status string) bool {
 	switch status {
-	case statusRecovered:
+	case store.StatusRecovered:
 		c.Recovered++
-	case statusStillFailing:
+	case store.StatusStillFailing:
 		c.StillFailing++
-	case statusNoAttempt:
+	case store.StatusNoAttempt:
 		c.NoAttempt++
-	case statusDispatching, statusDispatched, statusFollowingUp:
+	case store.StatusDispatching, store.StatusDispatched, store.StatusFollowingUp:
 		c.Pending++
-	default: // statusNotifyRejected, or a status this version does not know
+	default: // store.StatusNotifyRejected, or a status this version does not know
 		return false
 	}
 	c.Deployments++

@@ -9,48 +9,12 @@ import (
 	"io"
 	"strconv"
 	"text/tabwriter"
+	"time"
 
+	"github.com/acu-patrol/acu/internal/analytics"
 	"github.com/acu-patrol/acu/internal/app"
 	"github.com/acu-patrol/acu/internal/config"
 )
-
-// reportView reads the §2.4 document for display; the document itself is
-// the contract, printed as stored by --json.
-type reportView struct {
-	GeneratedAt string `json:"generated_at"`
-	Exercises   []struct {
-		ExerciseID string   `json:"exercise_id"`
-		Results    int64    `json:"results"`
-		MeanMetric float64  `json:"mean_metric"`
-		PassRate   *float64 `json:"pass_rate"`
-		Threshold  *float64 `json:"threshold"`
-	} `json:"exercises"`
-	Hotspots []struct {
-		ExerciseID string `json:"exercise_id"`
-		Cells      []struct {
-			Geohash   string  `json:"geohash"`
-			Latitude  float64 `json:"latitude"`
-			Longitude float64 `json:"longitude"`
-			Failures  int64   `json:"failures"`
-		} `json:"cells"`
-	} `json:"hotspots"`
-	Recovery struct {
-		recoveryCounts
-		ByExercise []struct {
-			ExerciseID string `json:"exercise_id"`
-			recoveryCounts
-		} `json:"by_exercise"`
-	} `json:"recovery"`
-}
-
-type recoveryCounts struct {
-	Deployments  int64    `json:"deployments"`
-	Recovered    int64    `json:"recovered"`
-	StillFailing int64    `json:"still_failing"`
-	NoAttempt    int64    `json:"no_attempt"`
-	Pending      int64    `json:"pending"`
-	Rate         *float64 `json:"rate"`
-}
 
 func optional(v *float64, format func(float64) string) string {
 	if v == nil {
@@ -63,11 +27,11 @@ func percent(v float64) string { return strconv.FormatFloat(v*100, 'f', 1, 64) +
 
 // printReport writes the report as readable tables.
 func printReport(w io.Writer, doc []byte) error {
-	var r reportView
+	var r analytics.Report
 	if err := json.Unmarshal(doc, &r); err != nil {
 		return fmt.Errorf("reading report: %w", err)
 	}
-	fmt.Fprintf(w, "Analytics report generated at %s\n\nMean success per exercise\n", r.GeneratedAt)
+	fmt.Fprintf(w, "Analytics report generated at %s\n\nMean success per exercise\n", r.GeneratedAt.Format(time.RFC3339))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "EXERCISE\tRESULTS\tMEAN\tTHRESHOLD\tPASS RATE\t")
 	for _, e := range r.Exercises {
@@ -93,13 +57,13 @@ func printReport(w io.Writer, doc []byte) error {
 	fmt.Fprintln(w, "\nRecovery after intervention (rate = recovered / (recovered + still failing))")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "EXERCISE\tDEPLOYMENTS\tRECOVERED\tSTILL FAILING\tNO ATTEMPT\tPENDING\tRATE\t")
-	row := func(name string, c recoveryCounts) {
+	row := func(name string, c analytics.DeploymentCounts) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t\n", name, c.Deployments, c.Recovered, c.StillFailing, c.NoAttempt, c.Pending, optional(c.Rate, percent))
 	}
 	for _, e := range rec.ByExercise {
-		row(e.ExerciseID, e.recoveryCounts)
+		row(e.ExerciseID, e.DeploymentCounts)
 	}
-	row("all", rec.recoveryCounts)
+	row("all", rec.DeploymentCounts)
 	return tw.Flush()
 }
 

@@ -9,6 +9,18 @@ import (
 	"github.com/acu-patrol/acu/internal/event"
 )
 
+// PatrolStatus values of a deployment (DESIGN.md §2.3), shared by the
+// workflow that sets them and the analytics that count them.
+const (
+	StatusDispatching    = "dispatching"
+	StatusDispatched     = "dispatched"
+	StatusFollowingUp    = "following-up"
+	StatusRecovered      = "recovered"
+	StatusStillFailing   = "still-failing"
+	StatusNoAttempt      = "no-attempt"
+	StatusNotifyRejected = "notify-rejected"
+)
+
 // Deployment is the report of one patrol deployment, keyed by WorkflowID.
 type Deployment struct {
 	WorkflowID string    // "patrol-<event identity>"
