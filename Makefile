@@ -21,6 +21,9 @@ lint: tools
 	$(GO) vet ./...
 	$(GOBIN)/staticcheck ./...
 	$(GOBIN)/workflowcheck ./workflows/...
+	@# Production binaries link no server code (DESIGN.md §3).
+	@if $(GO) list -deps ./cmd/acu | grep -E 'go.temporal.io/server|etcd/server|franz-go/pkg/kfake|temporalio/ui-server'; then \
+		echo "cmd/acu links server code"; exit 1; fi
 
 ## tools: install the linters from the Go module proxy (pinned).
 tools:

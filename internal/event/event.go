@@ -1,20 +1,21 @@
 // Package event decodes and validates the result events of the contract
 // (DESIGN.md §2.1) and computes their identity.
 //
-// It is the per-record hot path of both consumers: Parse does one JSON
-// decode, no reflection-heavy map work and no allocation beyond the strings
-// it keeps.
+// It is the per-record hot path of both consumers: Parse validates and
+// parses with github.com/valyala/fastjson (pooled parsers, no reflection)
+// and allocates little beyond the strings it keeps.
 package event
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"time"
+	"unicode/utf8"
+
+	"github.com/valyala/fastjson"
 )
 
 // MaxSize is the largest accepted record value, in bytes.
@@ -66,16 +67,9 @@ func fieldErr(r Reason, field, format string, args ...any) *Error {
 	return &Error{Reason: r, Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
-// wire mirrors the JSON object; pointers tell a missing field from a zero one.
-type wire struct {
-	EventID    json.RawMessage `json:"event_id"`
-	Timestamp  json.RawMessage `json:"timestamp"`
-	StudentID  json.RawMessage `json:"student_id"`
-	Latitude   json.RawMessage `json:"latitude"`
-	Longitude  json.RawMessage `json:"longitude"`
-	ExerciseID json.RawMessage `json:"exercise_id"`
-	Metric     json.RawMessage `json:"metric"`
-}
+// parsers reuses fastjson parsers: Parse allocates only the strings it
+// keeps.
+var parsers fastjson.ParserPool
 
 // Parse decodes and validates one record value. A returned error is always
 // an *Error that says which rule was broken.
@@ -84,34 +78,39 @@ func Parse(value []byte) (Result, error) {
 	if len(value) > MaxSize {
 		return r, &Error{Reason: ReasonTooLarge, Msg: fmt.Sprintf("record is %d bytes, more than the %d allowed", len(value), MaxSize)}
 	}
-	var w wire
-	if err := json.Unmarshal(value, &w); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return r, &Error{Reason: ReasonMalformed, Msg: "record is not a JSON object"}
-		}
+	// Strict validation first: the parser alone is lenient about some
+	// malformed input. Neither checks UTF-8; the strings kept are checked.
+	if err := fastjson.ValidateBytes(value); err != nil {
 		return r, &Error{Reason: ReasonMalformed, Msg: "invalid JSON: " + err.Error()}
 	}
-	var err error
-	if r.EventID, err = optString(w.EventID, "event_id", 128); err != nil {
+	p := parsers.Get()
+	defer parsers.Put(p)
+	v, err := p.ParseBytes(value)
+	if err != nil {
+		return r, &Error{Reason: ReasonMalformed, Msg: "invalid JSON: " + err.Error()}
+	}
+	if v.Type() != fastjson.TypeObject {
+		return r, &Error{Reason: ReasonMalformed, Msg: "record is not a JSON object"}
+	}
+	if r.EventID, err = optString(v.Get("event_id"), "event_id", 128); err != nil {
 		return r, err
 	}
-	if r.StudentID, err = ident(w.StudentID, "student_id"); err != nil {
+	if r.StudentID, err = ident(v.Get("student_id"), "student_id"); err != nil {
 		return r, err
 	}
-	if r.ExerciseID, err = ident(w.ExerciseID, "exercise_id"); err != nil {
+	if r.ExerciseID, err = ident(v.Get("exercise_id"), "exercise_id"); err != nil {
 		return r, err
 	}
-	if r.Timestamp, err = timestamp(w.Timestamp); err != nil {
+	if r.Timestamp, err = timestamp(v.Get("timestamp")); err != nil {
 		return r, err
 	}
-	if r.Latitude, err = number(w.Latitude, "latitude", -90, 90); err != nil {
+	if r.Latitude, err = number(v.Get("latitude"), "latitude", -90, 90); err != nil {
 		return r, err
 	}
-	if r.Longitude, err = number(w.Longitude, "longitude", -180, 180); err != nil {
+	if r.Longitude, err = number(v.Get("longitude"), "longitude", -180, 180); err != nil {
 		return r, err
 	}
-	if r.Metric, err = number(w.Metric, "metric", 0, 100); err != nil {
+	if r.Metric, err = number(v.Get("metric"), "metric", 0, 100); err != nil {
 		return r, err
 	}
 	r.ID = r.EventID
@@ -135,63 +134,54 @@ func HashID(studentID, exerciseID string, ts time.Time) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-func isNull(raw json.RawMessage) bool { return len(raw) == 0 || string(raw) == "null" }
+func isNull(v *fastjson.Value) bool { return v == nil || v.Type() == fastjson.TypeNull }
 
-// str decodes a JSON string without reflection when it has no escapes.
-func str(raw json.RawMessage, field string) (string, error) {
-	if len(raw) == 0 || raw[0] != '"' {
-		return "", fieldErr(ReasonType, field, "must be a string")
+// str returns a JSON string's text, which must be valid UTF-8.
+func str(v *fastjson.Value, field string) ([]byte, error) {
+	if v.Type() != fastjson.TypeString {
+		return nil, fieldErr(ReasonType, field, "must be a string")
 	}
-	inner := raw[1 : len(raw)-1]
-	simple := true
-	for _, c := range inner {
-		if c == '\\' || c < 0x20 {
-			simple = false
-			break
-		}
+	b, _ := v.StringBytes()
+	if !utf8.Valid(b) {
+		return nil, fieldErr(ReasonFormat, field, "is not valid UTF-8")
 	}
-	if simple {
-		return string(inner), nil
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", fieldErr(ReasonType, field, "must be a string")
-	}
-	return s, nil
+	return b, nil
 }
 
-func optString(raw json.RawMessage, field string, maxLen int) (string, error) {
-	if isNull(raw) {
+func optString(v *fastjson.Value, field string, maxLen int) (string, error) {
+	if isNull(v) {
 		return "", nil
 	}
-	s, err := str(raw, field)
+	b, err := str(v, field)
 	if err != nil {
 		return "", err
 	}
-	if n := len([]rune(s)); n < 1 || n > maxLen {
+	if n := utf8.RuneCount(b); n < 1 || n > maxLen {
 		return "", fieldErr(ReasonRange, field, "must be 1 to %d characters, got %d", maxLen, n)
 	}
-	return s, nil
+	return string(b), nil
 }
 
 // ident validates a required identifier: 1–64 chars of [A-Za-z0-9._:-].
-func ident(raw json.RawMessage, field string) (string, error) {
-	if isNull(raw) {
+func ident(v *fastjson.Value, field string) (string, error) {
+	if isNull(v) {
 		return "", fieldErr(ReasonMissing, field, "is required")
 	}
-	s, err := str(raw, field)
+	b, err := str(v, field)
 	if err != nil {
 		return "", err
 	}
-	if err := ValidIdent(s); err != nil {
+	if err := validIdent(b); err != nil {
 		return "", fieldErr(ReasonFormat, field, "%s", err.Error())
 	}
-	return s, nil
+	return string(b), nil
 }
 
 // ValidIdent checks the contract's identifier rule (student and exercise ids):
 // 1 to 64 characters of [A-Za-z0-9._:-].
-func ValidIdent(s string) error {
+func ValidIdent(s string) error { return validIdent([]byte(s)) }
+
+func validIdent(s []byte) error {
 	if len(s) < 1 || len(s) > 64 {
 		return fmt.Errorf("must be 1 to 64 characters, got %d", len(s))
 	}
@@ -207,42 +197,42 @@ func ValidIdent(s string) error {
 	return nil
 }
 
-func number(raw json.RawMessage, field string, lo, hi float64) (float64, error) {
-	if isNull(raw) {
+func number(v *fastjson.Value, field string, lo, hi float64) (float64, error) {
+	if isNull(v) {
 		return 0, fieldErr(ReasonMissing, field, "is required")
 	}
-	c := raw[0]
-	if c != '-' && (c < '0' || c > '9') {
+	if v.Type() != fastjson.TypeNumber {
 		return 0, fieldErr(ReasonType, field, "must be a number")
 	}
-	v, err := strconv.ParseFloat(string(raw), 64)
-	if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
+	f, err := v.Float64()
+	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
 		return 0, fieldErr(ReasonRange, field, "must be a finite number")
 	}
-	if v < lo || v > hi {
-		return 0, fieldErr(ReasonRange, field, "%v is outside %v..%v", v, lo, hi)
+	if f < lo || f > hi {
+		return 0, fieldErr(ReasonRange, field, "%v is outside %v..%v", f, lo, hi)
 	}
-	return v, nil
+	return f, nil
 }
 
-func timestamp(raw json.RawMessage) (time.Time, error) {
+func timestamp(v *fastjson.Value) (time.Time, error) {
 	const field = "timestamp"
-	if isNull(raw) {
+	if isNull(v) {
 		return time.Time{}, fieldErr(ReasonMissing, field, "is required")
 	}
-	switch c := raw[0]; {
-	case c == '"':
-		s, err := str(raw, field)
+	switch v.Type() {
+	case fastjson.TypeString:
+		b, err := str(v, field)
 		if err != nil {
 			return time.Time{}, err
 		}
-		t, err := time.Parse(time.RFC3339Nano, s)
+		t, err := time.Parse(time.RFC3339Nano, string(b))
 		if err != nil {
-			return time.Time{}, fieldErr(ReasonFormat, field, "%q is not RFC 3339 with an offset", s)
+			return time.Time{}, fieldErr(ReasonFormat, field, "%q is not RFC 3339 with an offset", b)
 		}
 		return t.UTC().Truncate(time.Millisecond), nil
-	case c == '-' || (c >= '0' && c <= '9'):
-		ms, err := strconv.ParseInt(string(raw), 10, 64)
+	case fastjson.TypeNumber:
+		raw := v.String()
+		ms, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil {
 			return time.Time{}, fieldErr(ReasonFormat, field, "%s is not an integer of Unix epoch milliseconds", raw)
 		}

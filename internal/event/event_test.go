@@ -1,10 +1,12 @@
 package event_test
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/acu-patrol/acu/internal/event"
 )
@@ -92,6 +94,10 @@ func TestParseRejects(t *testing.T) {
 		{"event_id empty", build(map[string]string{"event_id": `""`}), event.ReasonRange, "event_id"},
 		{"event_id long", build(map[string]string{"event_id": `"` + strings.Repeat("é", 129) + `"`}), event.ReasonRange, "event_id"},
 		{"event_id number", build(map[string]string{"event_id": `7`}), event.ReasonType, "event_id"},
+		{"event_id invalid UTF-8", build(map[string]string{"event_id": "\"a\xff\""}), event.ReasonFormat, "event_id"},
+		{"leading zero", build(map[string]string{"metric": `050`}), event.ReasonMalformed, ""},
+		{"NaN literal", build(map[string]string{"metric": `NaN`}), event.ReasonMalformed, ""},
+		{"trailing garbage", valid + `x`, event.ReasonMalformed, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -140,6 +146,10 @@ func FuzzParse(f *testing.F) {
 		}
 		if r.ID == "" || r.Metric < 0 || r.Metric > 100 || event.ValidIdent(r.StudentID) != nil {
 			t.Fatalf("accepted invalid result %+v", r)
+		}
+		// Whatever is accepted is valid JSON by the standard library too.
+		if !json.Valid(b) || !utf8.ValidString(r.EventID) {
+			t.Fatalf("accepted %q, which is not valid JSON / UTF-8", b)
 		}
 	})
 }
