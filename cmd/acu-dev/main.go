@@ -50,12 +50,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	if given["patrol-url"] || getenv(config.EnvName("patrol-url")) != "" {
+	set := func(name string) bool { return given[name] || getenv(config.EnvName(name)) != "" }
+	// Servers named on the command line (or in ACU_*) are used as they
+	// are; only the others are embedded.
+	o.ExternalKafka, o.ExternalEtcd = set("kafka"), set("etcd")
+	if set("patrol-url") {
 		o.ExternalPatrol = true
 	} else {
 		o.Config.PatrolURL = "http://" + o.Config.HTTP + "/patrol"
 	}
-	if o.DataDir != "" && !given["store"] && getenv(config.EnvName("store")) == "" {
+	if o.DataDir != "" && !set("store") {
 		o.Config.Store = "sqlite:" + filepath.Join(o.DataDir, "acu.db")
 	}
 	if err := af.Apply(&o.Analytics); err != nil {

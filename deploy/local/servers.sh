@@ -20,7 +20,8 @@
 #   ACU_KAFKA_TIMEOUT           seconds to wait for Kafka                 (default 90)
 #   ACU_CASSANDRA_PORT          CQL native transport                      (default 9042)
 #   ACU_CASSANDRA_STORAGE_PORT  internode (gossip) port, loopback only    (default 7000)
-#   ACU_CASSANDRA_HEAP          Cassandra -Xmx/-Xms                       (default 1g)
+#   ACU_CASSANDRA_HEAP          Cassandra -Xmx                            (default 1g)
+#   ACU_CASSANDRA_HEAP_MIN      Cassandra -Xms                            (default 256m)
 #   ACU_CASSANDRA_TIMEOUT       seconds to wait for Cassandra             (default 180)
 #   JAVA, MVN                   the java and mvn commands                 (default: from PATH)
 #
@@ -43,6 +44,7 @@ KAFKA_TIMEOUT=${ACU_KAFKA_TIMEOUT:-90}
 CASSANDRA_PORT=${ACU_CASSANDRA_PORT:-9042}
 CASSANDRA_STORAGE_PORT=${ACU_CASSANDRA_STORAGE_PORT:-7000}
 CASSANDRA_HEAP=${ACU_CASSANDRA_HEAP:-1g}
+CASSANDRA_HEAP_MIN=${ACU_CASSANDRA_HEAP_MIN:-256m}
 CASSANDRA_TIMEOUT=${ACU_CASSANDRA_TIMEOUT:-180}
 
 KAFKA_MAIN=kafka.Kafka
@@ -84,10 +86,14 @@ pid_of() {
 
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
-last_lines() { # NAME [N]: show the end of a server's log on stderr
+last_lines() { # NAME [N]: show the first errors and the end of a server's log on stderr
   local log
   log=$(log_file "$1")
   if [ -s "$log" ]; then
+    if grep -qE '^(ERROR|\[[^]]*\] (ERROR|FATAL))|Exception:' "$log"; then
+      say "---- first errors in $log ----"
+      grep -m 8 -E '^(ERROR|\[[^]]*\] (ERROR|FATAL))|Exception:' "$log" | cut -c1-400 >&2
+    fi
     say "---- last ${2:-40} lines of $log ----"
     tail -n "${2:-40}" "$log" >&2
     say "---- end of $log ----"
@@ -150,6 +156,7 @@ launch() {
   # The subshell is not a process-group leader, so setsid execs java in place: $! is java's pid.
   (cd "$STATE/$name" && exec setsid "$JAVA" "$@" </dev/null >"$log" 2>&1) &
   echo $! >"$(pid_file "$name")"
+  date +%s >"$STATE/$name.launched"
   say "$name: started pid $! (log: $log)"
 }
 
@@ -385,8 +392,11 @@ cassandra_start() {
   write_cassandra_config "$dir"
   # Cassandra measures objects with jamm, loaded as a Java agent as bin/cassandra does.
   jamm=$(tr ':' '\n' <<<"$cp" | grep -m1 '/jamm-[0-9.]*\.jar$') || die "cassandra: jamm not on the classpath"
+  # -Xms is kept small on purpose: CassandraDaemon always calls mlockall(MCL_CURRENT), which for
+  # root (CAP_IPC_LOCK ignores RLIMIT_MEMLOCK) pins every page committed at that moment: with
+  # -Xms equal to -Xmx the whole heap would be resident from the start.
   launch cassandra \
-    "-Xms$CASSANDRA_HEAP" "-Xmx$CASSANDRA_HEAP" -Xss256k \
+    "-Xms$CASSANDRA_HEAP_MIN" "-Xmx$CASSANDRA_HEAP" -Xss256k \
     -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1 -XX:MaxGCPauseMillis=300 \
     -XX:+UseTLAB -XX:+ResizeTLAB -XX:+ExitOnOutOfMemoryError \
     -Djava.net.preferIPv4Stack=true -Djava.awt.headless=true \
@@ -427,6 +437,7 @@ cassandra_start() {
     -Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=1000 \
     -Dcassandra.unsafesystem=true -Dcassandra.skip_sync=true \
     -Dcassandra.superuser_setup_delay_ms=0 -Dcassandra.test.ignore_sigar=true \
+    -Dcassandra.memtable_row_overhead_computation_step=100 \
     -Dchronicle.analytics.disable=true \
     -cp "$cp" "$CASSANDRA_MAIN"
 }
@@ -440,7 +451,7 @@ timeout_of() { if [ "$1" = kafka ]; then echo "$KAFKA_TIMEOUT"; else echo "$CASS
 # wait_ready NAME...: wait for all NAMEs together, each against its own deadline; fail at the
 # first one that dies or misses its deadline, with the end of its log.
 wait_ready() {
-  local t0 now name pending=("$@") left
+  local t0 now name pending=("$@") left since
   t0=$(date +%s)
   for name in "${pending[@]}"; do
     pid_of "$name" >/dev/null || { last_lines "$name" 20; die "$name is not running (start it with: $SELF start $name)"; }
@@ -450,7 +461,8 @@ wait_ready() {
     now=$(date +%s)
     for name in "${pending[@]}"; do
       if ready "$name"; then
-        say "$name: ready on $(endpoint "$name") after $((now - t0)) s"
+        since=$(cat "$STATE/$name.launched" 2>/dev/null || echo "$t0")
+        say "$name: ready on $(endpoint "$name"), $((now - since)) s after launch"
       elif ! pid_of "$name" >/dev/null; then
         last_lines "$name"
         die "$name exited while starting (log: $(log_file "$name"))"
@@ -484,7 +496,7 @@ stop_one() {
     for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
   fi
   kill -0 "$pid" 2>/dev/null && die "$name: pid $pid would not stop"
-  rm -f "$(pid_file "$name")"
+  rm -f "$(pid_file "$name")" "$STATE/$name.launched"
   say "$name: stopped (pid $pid)"
 }
 

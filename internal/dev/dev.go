@@ -40,6 +40,9 @@ type Options struct {
 	// ExternalPatrol is true when Config.PatrolURL points elsewhere: the dev
 	// endpoint is then not served.
 	ExternalPatrol bool
+	// ExternalKafka and ExternalEtcd use the servers at Config.Kafka and
+	// Config.Etcd instead of embedding them (acu setup creates the topics).
+	ExternalKafka, ExternalEtcd bool
 	// PatrolFailRate makes the dev patrol endpoint answer 503 at random.
 	PatrolFailRate float64
 	// Partitions of the results topic; default 6.
@@ -64,8 +67,8 @@ var DefaultThresholds = map[string]float64{
 // Stack is the running dev system.
 type Stack struct {
 	Temporal *devstack.Temporal
-	Etcd     *devstack.Etcd
-	Kafka    *devstack.Kafka
+	Etcd     *devstack.Etcd   // nil with an external etcd
+	Kafka    *devstack.Kafka  // nil with an external Kafka
 	Patrol   *devstack.Patrol // nil with an external patrol endpoint
 	Store    *sqlite.Store
 	Metrics  *metrics.Metrics
@@ -103,20 +106,24 @@ func Run(ctx context.Context, o Options) (err error) {
 	began := time.Now()
 	s := &Stack{Opts: o, Metrics: metrics.New()}
 
-	if s.Etcd, err = devstack.StartEtcd(cfg.Etcd, sub("etcd")); err != nil {
-		return err
-	}
-	cleanups = append(cleanups, s.Etcd.Stop)
-
-	if d := sub("kafka"); d != "" {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+	if !o.ExternalEtcd {
+		if s.Etcd, err = devstack.StartEtcd(cfg.Etcd, sub("etcd")); err != nil {
 			return err
 		}
+		cleanups = append(cleanups, s.Etcd.Stop)
 	}
-	if s.Kafka, err = devstack.StartKafka(cfg.Kafka, sub("kafka"), o.Partitions, ingest.ResultsTopic, ingest.DLQTopic); err != nil {
-		return err
+
+	if !o.ExternalKafka {
+		if d := sub("kafka"); d != "" {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
+		}
+		if s.Kafka, err = devstack.StartKafka(cfg.Kafka, sub("kafka"), o.Partitions, ingest.ResultsTopic, ingest.DLQTopic); err != nil {
+			return err
+		}
+		cleanups = append(cleanups, s.Kafka.Stop)
 	}
-	cleanups = append(cleanups, s.Kafka.Stop)
 
 	if d := sub("temporal"); d != "" {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -240,11 +247,12 @@ acu-dev is running. Ctrl-C stops it.
 
   Temporal UI      %s/namespaces/%s/workflows
   Temporal         %s  (namespace %s)   temporal workflow list --address %s
-  Kafka            %s  (topics piscine.results, piscine.results.dlq)
-  etcd             %s  (thresholds under %sthresholds/)
+  Kafka            %s  (topics piscine.results, piscine.results.dlq)%s
+  etcd             %s  (thresholds under %sthresholds/)%s
   store            %s
   health, metrics  http://%s/healthz  http://%s/metrics
-`, s.Temporal.UIURL(), cfg.Namespace, cfg.Temporal, cfg.Namespace, cfg.Temporal, cfg.Kafka, cfg.Etcd, cfg.EtcdPrefix, cfg.Store, cfg.HTTP, cfg.HTTP)
+`, s.Temporal.UIURL(), cfg.Namespace, cfg.Temporal, cfg.Namespace, cfg.Temporal, cfg.Kafka, external(s.Kafka == nil),
+		cfg.Etcd, cfg.EtcdPrefix, external(s.Etcd == nil), cfg.Store, cfg.HTTP, cfg.HTTP)
 	if s.Patrol != nil {
 		fmt.Fprintf(w, "  patrol endpoint  %s  (dispatches: http://%s/patrol/dispatches)\n", cfg.PatrolURL, cfg.HTTP)
 	} else {
@@ -256,4 +264,11 @@ acu-dev is running. Ctrl-C stops it.
 		spec.Every = 5 * time.Minute
 	}
 	fmt.Fprintf(w, "  analytics        schedule acu-analytics, %s; acu analytics run / acu report\n\n", spec)
+}
+
+func external(ext bool) string {
+	if ext {
+		return "  external"
+	}
+	return ""
 }
