@@ -32,6 +32,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
 STATE=${ACU_LOCAL_DIR:-${TMPDIR:-/tmp}/acu-local}
+case "$STATE" in /*) ;; *) STATE="$PWD/$STATE" ;; esac # configs hold absolute paths
 HOST=127.0.0.1
 JAVA=${JAVA:-java}
 MVN=${MVN:-mvn}
@@ -79,7 +80,11 @@ pid_of() {
   [ -f "$f" ] || return 1
   pid=$(cat "$f" 2>/dev/null) || return 1
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  args=$(ps -o args= -p "$pid" 2>/dev/null) || return 1
+  if [ -r "/proc/$pid/cmdline" ]; then
+    args=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  else
+    args=$(ps -o args= -p "$pid" 2>/dev/null) || return 1
+  fi
   [[ "$args" == *"$(main_class "$1")"* ]] || return 1
   echo "$pid"
 }
@@ -165,7 +170,7 @@ ports_free() { # NAME PORT...: fail clearly if another process already listens o
   shift
   for p in "$@"; do
     if port_open "$p"; then
-      command -v ss >/dev/null 2>&1 && ss -ltnp "sport = :$p" >&2 || true
+      if command -v ss >/dev/null 2>&1; then ss -ltnp "sport = :$p" >&2 || true; fi
       die "$name: port $HOST:$p is already in use by another process"
     fi
   done
@@ -177,13 +182,14 @@ ports_free() { # NAME PORT...: fail clearly if another process already listens o
 # requests only once it has started (caught up with the metadata log and been unfenced).
 probe_kafka() {
   local out
+  # shellcheck disable=SC2016 # the script is for the inner bash
   out=$(timeout 5 bash -c '
     exec 3<>"/dev/tcp/$0/$1" || exit 1
     # size=13 | api_key=18 api_version=0 correlation_id=7 client_id="acu"
     printf "\x00\x00\x00\x0d\x00\x12\x00\x00\x00\x00\x00\x07\x00\x03acu" >&3
-    dd bs=1 count=10 status=none <&3 | od -An -tx1' "$HOST" "$KAFKA_PORT" 2>/dev/null) || return 1
+    dd bs=1 count=10 status=none <&3 | od -An -tx1 | tr -d " \n"' "$HOST" "$KAFKA_PORT" 2>/dev/null) || return 1
   # size (4 bytes) | correlation_id = 7 | error_code = 0
-  [[ "$(echo $out)" =~ ^[0-9a-f]{2}\ [0-9a-f]{2}\ [0-9a-f]{2}\ [0-9a-f]{2}\ 00\ 00\ 00\ 07\ 00\ 00$ ]]
+  [[ "$out" =~ ^[0-9a-f]{8}000000070000$ ]]
 }
 
 kafka_ready() {
@@ -296,6 +302,7 @@ kafka_start() {
 # SELECT release_version FROM system.local — printing the server version.
 probe_cql() {
   local out
+  # shellcheck disable=SC2016 # the script is for the inner bash
   out=$(timeout 10 bash -c '
     q="SELECT release_version FROM system.local"
     hex32() { printf "\\\\x%02x\\\\x%02x\\\\x%02x\\\\x%02x" $(($1>>24&255)) $(($1>>16&255)) $(($1>>8&255)) $(($1&255)); }
@@ -322,7 +329,7 @@ cassandra_ready() {
 
 write_cassandra_config() {
   local dir=$1
-  mkdir -p "$dir/conf" "$dir/data" "$dir/logs"
+  mkdir -p "$dir/conf" "$dir/data" "$dir/logs" "$dir/triggers"
   cat >"$dir/conf/cassandra.yaml" <<EOF
 # Written by deploy/local/servers.sh: one Cassandra 5.0 node on $HOST, throwaway data.
 cluster_name: acu-local
@@ -431,7 +438,7 @@ cassandra_start() {
     `# where things are` \
     "-Dcassandra.config=file://$dir/conf/cassandra.yaml" \
     "-Dlogback.configurationFile=$dir/conf/logback.xml" \
-    "-Dcassandra.storagedir=$dir/data" "-Dcassandra.logdir=$dir/logs" \
+    "-Dcassandra.storagedir=$dir/data" "-Dcassandra.logdir=$dir/logs" "-Dcassandra.triggers_dir=$dir/triggers" \
     -Dcassandra-foreground=yes \
     `# start-up shortcuts of Cassandra's own tests: one node, nothing to wait for; no fsync` \
     -Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=1000 \
@@ -454,7 +461,12 @@ wait_ready() {
   local t0 now name pending=("$@") left since
   t0=$(date +%s)
   for name in "${pending[@]}"; do
-    pid_of "$name" >/dev/null || { last_lines "$name" 20; die "$name is not running (start it with: $SELF start $name)"; }
+    pid_of "$name" >/dev/null && continue
+    if [ -f "$STATE/$name.launched" ]; then
+      last_lines "$name"
+      die "$name exited while starting (log: $(log_file "$name"))"
+    fi
+    die "$name is not running (start it with: $SELF start $name)"
   done
   while [ "${#pending[@]}" -gt 0 ]; do
     left=()
@@ -462,7 +474,7 @@ wait_ready() {
     for name in "${pending[@]}"; do
       if ready "$name"; then
         since=$(cat "$STATE/$name.launched" 2>/dev/null || echo "$t0")
-        say "$name: ready on $(endpoint "$name"), $((now - since)) s after launch"
+        say "$name: ready on $(endpoint "$name") (launched $((now - since)) s ago)"
       elif ! pid_of "$name" >/dev/null; then
         last_lines "$name"
         die "$name exited while starting (log: $(log_file "$name"))"
@@ -481,7 +493,7 @@ wait_ready() {
 stop_one() {
   local name=$1 pid i
   if ! pid=$(pid_of "$name"); then
-    rm -f "$(pid_file "$name")"
+    rm -f "$(pid_file "$name")" "$STATE/$name.launched"
     say "$name: not running"
     return 0
   fi
@@ -559,14 +571,14 @@ case "$cmd" in
     status $(names "${1:-all}")
     ;;
   classpath)
-    [ $# -eq 1 ] && [ "$1" != all ] || usage
+    if [ $# -ne 1 ] || [ "$1" = all ]; then usage; fi
     names "$1" >/dev/null
     mkdir -p "$STATE"
     classpath "$1"
     echo
     ;;
   run)
-    [ $# -ge 2 ] && [ "$1" != all ] || usage
+    if [ $# -lt 2 ] || [ "$1" = all ]; then usage; fi
     names "$1" >/dev/null
     mkdir -p "$STATE"
     name=$1 cls=$2
