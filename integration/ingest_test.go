@@ -1,0 +1,225 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/acu-patrol/acu/ingest"
+	"github.com/acu-patrol/acu/internal/event"
+	"github.com/acu-patrol/acu/internal/metrics"
+	"github.com/acu-patrol/acu/workflows"
+)
+
+// Test 1: one consumer of the alert service; every distinct failing identity
+// gets exactly one workflow, the malformed records go to the DLQ with their
+// source, and the offsets end committed at the end offsets.
+func TestAlertsAgainstRealKafka(t *testing.T) {
+	t.Parallel()
+	e := newKenv(t)
+	d := newDataset(t, "t1", 300, 5, 20)
+	group := e.group(t)
+	srv := newTemporal()
+	st := &starter{name: "A", srv: srv}
+	began := time.Now()
+	e.run(t, group, "it-alerts-A", alertsHandler(e, st))
+	e.produce(t, d.recs)
+	parts := map[int32]int{}
+	for _, r := range d.recs {
+		parts[r.Partition]++
+	}
+	if len(parts) != partitions {
+		t.Fatalf("records on partitions %v, want all %d used", parts, partitions)
+	}
+	committed := e.waitCommittedAtEnd(t, group, 60*time.Second)
+	t.Logf("all committed after %s: %v (records per partition %v)", time.Since(began).Round(time.Millisecond), committed, parts)
+
+	_, calls, total := checkStarts(t, srv, d)
+	t.Logf("%d distinct workflows, %d ExecuteWorkflow calls (duplicates across batches/partitions are refused by the server)", len(d.failing), total)
+	for id, by := range calls {
+		if len(by) > 2 { // at most one per delivery of the original and of a dup
+			t.Errorf("workflow %s: %d calls", id, len(by))
+		}
+	}
+	checkDLQ(t, e, d, true)
+}
+
+// Test 2: two consumers in one group, B joining while records flow and A
+// leaving midway.
+func TestAlertsRebalanceAgainstRealKafka(t *testing.T) {
+	t.Parallel()
+	e := newKenv(t)
+	d := newDataset(t, "t2", 300, 5, 20)
+	group := e.group(t)
+	srv := newTemporal()
+	stA := &starter{name: "A", srv: srv}
+	stB := &starter{name: "B", srv: srv}
+	part1, part2, part3, part4 := d.recs[:100], d.recs[100:200], d.recs[200:250], d.recs[250:]
+
+	a := e.run(t, group, "it-alerts-A", alertsHandler(e, stA))
+	e.produce(t, part1)
+	eventually(t, 30*time.Second, func() bool { return stA.calls.Load() > 0 },
+		func() string { return "consumer A made no start" })
+
+	e.run(t, group, "it-alerts-B", alertsHandler(e, stB))
+	var (
+		assigned map[string][]int32
+		stable   bool
+		err      error
+	)
+	both := func() bool {
+		assigned, stable, err = e.members(group)
+		return err == nil && stable && len(assigned) == 2 &&
+			len(assigned["it-alerts-A"]) > 0 && len(assigned["it-alerts-B"]) > 0
+	}
+	sawBoth := false
+	for i := 0; i < len(part2); i += 10 { // B joins while records flow
+		e.produce(t, part2[i:i+10])
+		if !sawBoth {
+			sawBoth = both()
+		}
+	}
+	if !sawBoth {
+		eventually(t, 30*time.Second, both, func() string {
+			return fmt.Sprintf("group never had A and B both assigned: %v stable=%v err=%v", assigned, stable, err)
+		})
+	}
+	t.Logf("both assigned: %v", assigned)
+	// A may have drained B's partitions before giving them up: new records
+	// show that B consumes while A still runs.
+	e.produce(t, part3)
+	eventually(t, 30*time.Second, func() bool { return stB.calls.Load() > 0 },
+		func() string { return "consumer B made no start while assigned" })
+
+	a.stop() // A leaves midway
+	callsA := stA.calls.Load()
+	e.produce(t, part4)
+	e.waitCommittedAtEnd(t, group, 60*time.Second)
+
+	eventually(t, 20*time.Second, func() bool {
+		assigned, _, err = e.members(group)
+		return err == nil && len(assigned) == 1 && len(assigned["it-alerts-B"]) == partitions
+	}, func() string { return fmt.Sprintf("B does not own all partitions after A left: %v, %v", assigned, err) })
+
+	created, _, total := checkStarts(t, srv, d)
+	byA := 0
+	for _, by := range created {
+		if by == "A" {
+			byA++
+		}
+	}
+	if stA.calls.Load() != callsA {
+		t.Errorf("consumer A made starts after it stopped")
+	}
+	t.Logf("%d distinct workflows (%d created by A, %d by B); calls A=%d B=%d total=%d",
+		len(created), byA, len(created)-byA, stA.calls.Load(), stB.calls.Load(), total)
+	checkDLQ(t, e, d, false)
+}
+
+// Test 3: consumer A's starts reach Temporal but A never learns it (its
+// starts block until their attempt times out), so A commits nothing with a
+// failing result; A is stopped and B, same group, redelivers.
+func TestAlertsRedeliveryAfterKillAgainstRealKafka(t *testing.T) {
+	t.Parallel()
+	e := newKenv(t)
+	d := newDataset(t, "t3", 300, 5, 20)
+	group := e.group(t)
+	srv := newTemporal()
+	stA := &starter{name: "A", srv: srv, after: func(ctx context.Context) error {
+		<-ctx.Done() // the reply never comes
+		return ctx.Err()
+	}}
+	stB := &starter{name: "B", srv: srv}
+
+	a := e.run(t, group, "it-alerts-A", alertsHandler(e, stA), func(c *ingest.ConsumerConfig) {
+		c.AttemptTimeout = 2 * time.Second
+	})
+	e.produce(t, d.recs)
+	// Wait until A's unacknowledged starts cover every partition.
+	partOf := map[string]int32{}
+	for _, r := range d.recs {
+		if res, err := event.Parse(r.Value); err == nil {
+			partOf[workflows.PatrolWorkflowID(res.ID)] = r.Partition
+		}
+	}
+	var covered map[int32]int
+	eventually(t, 30*time.Second, func() bool {
+		created, _, _ := srv.snapshot()
+		covered = map[int32]int{}
+		for id := range created {
+			covered[partOf[id]]++
+		}
+		return len(covered) == partitions
+	}, func() string { return fmt.Sprintf("A's starts per partition: %v", covered) })
+	a.stop()
+	createdByA, _, _ := srv.snapshot()
+	before, err := e.committed(group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends, err := e.endOffsets(e.topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if maps.Equal(before, ends) {
+		t.Fatalf("A committed everything (%v) although no start was acknowledged", before)
+	}
+	t.Logf("A stopped: %d workflows created, calls %d, committed %v of %v", len(createdByA), stA.calls.Load(), before, ends)
+
+	e.run(t, group, "it-alerts-B", alertsHandler(e, stB))
+	e.waitCommittedAtEnd(t, group, 60*time.Second)
+
+	created, calls, total := checkStarts(t, srv, d)
+	for id := range createdByA {
+		if !slices.Contains(calls[id], "B") {
+			t.Errorf("workflow %s created by A's unacknowledged start was not redelivered to B", id)
+		}
+		if created[id] != "A" {
+			t.Errorf("workflow %s: created by %s, want A (B's start must have been refused)", id, created[id])
+		}
+	}
+	t.Logf("%d distinct workflows (%d by A before the kill); calls A=%d B=%d total=%d",
+		len(created), len(createdByA), stA.calls.Load(), stB.calls.Load(), total)
+	checkDLQ(t, e, d, false)
+}
+
+// Test 4: the archiver stores every valid result once; malformed to the DLQ.
+func TestArchiveAgainstRealKafka(t *testing.T) {
+	t.Parallel()
+	e := newKenv(t)
+	d := newDataset(t, "t4", 300, 5, 20)
+	group := e.group(t)
+	w := &memWriter{rows: map[string]event.Result{}}
+	var m *metrics.Metrics
+	e.run(t, group, "it-archive", func(mm *metrics.Metrics) ingest.Handler {
+		m = mm
+		return ingest.NewArchive(w, mm)
+	})
+	e.produce(t, d.recs)
+	e.waitCommittedAtEnd(t, group, 60*time.Second)
+
+	rows := w.snapshot()
+	for id := range d.valid {
+		if _, ok := rows[id]; !ok {
+			t.Errorf("result %s not archived", id)
+		}
+	}
+	for id := range rows {
+		if !d.valid[id] {
+			t.Errorf("row %s archived for no valid result", id)
+		}
+	}
+	if len(rows) != len(d.valid) {
+		t.Errorf("%d rows, want %d", len(rows), len(d.valid))
+	}
+	if got := counterValue(m.Archived.WithLabelValues("new")); got != float64(len(d.valid)) {
+		t.Errorf("Archived{new} = %v, want %d (each valid result stored once)", got, len(d.valid))
+	}
+	t.Logf("%d rows in %d writes, %v duplicates", len(rows), w.calls, counterValue(m.Archived.WithLabelValues("duplicate")))
+	checkDLQ(t, e, d, true)
+}
