@@ -8,12 +8,20 @@ export GOTOOLCHAIN := local
 STATICCHECK_VERSION   := v0.8.2
 WORKFLOWCHECK_VERSION := v0.6.0
 
-.PHONY: test lint tools build bench run
+.PHONY: test fast integration lint tools build bench run
 
-## test: lint, then every test (fast suite with the race detector, the
-## end-to-end test on the embedded dev stack included).
-test: lint
+## test: lint, the fast suite, then the integration suite on real servers.
+test: lint fast integration
+
+## fast: every in-process test with the race detector (the end-to-end test
+## on the embedded dev stack included).
+fast:
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+## integration: ingest and archive against a real Kafka broker started from
+## Maven Central artifacts (deploy/local); Java 17 and Maven needed.
+integration:
+	bash scripts/integration.sh
 
 ## lint: gofmt, go vet, staticcheck and Temporal's workflowcheck.
 lint: tools
