@@ -5,11 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export ACU_LOCAL_DIR=${ACU_LOCAL_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/acu-it.XXXXXX")}
+own_dir=
+if [ -z "${ACU_LOCAL_DIR:-}" ]; then
+	ACU_LOCAL_DIR=$(mktemp -d "${TMPDIR:-/tmp}/acu-it.XXXXXX")
+	own_dir=$ACU_LOCAL_DIR
+fi
+export ACU_LOCAL_DIR
 export ACU_KAFKA_PORT=${ACU_KAFKA_PORT:-29092}
 export ACU_KAFKA_CONTROLLER_PORT=${ACU_KAFKA_CONTROLLER_PORT:-29093}
 
-stop() { bash deploy/local/servers.sh stop kafka || true; }
+stop() {
+	bash deploy/local/servers.sh stop kafka || true
+	if [ -n "$own_dir" ]; then rm -rf "$own_dir"; fi
+}
 trap stop EXIT
 
 bash deploy/local/servers.sh start kafka
