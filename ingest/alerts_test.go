@@ -19,6 +19,7 @@ import (
 	"github.com/acu-patrol/acu/ingest"
 	"github.com/acu-patrol/acu/internal/event"
 	"github.com/acu-patrol/acu/internal/metrics"
+	"github.com/acu-patrol/acu/internal/testkit"
 	"github.com/acu-patrol/acu/workflows"
 )
 
@@ -124,11 +125,11 @@ func TestAlertsStartOnePatrolPerFailingResult(t *testing.T) {
 		t.Errorf("%d ExecuteWorkflow calls, want %d", n, wantFail)
 	}
 	for verdict, want := range map[string]int{"fail": wantFail, "pass": len(cases) - wantFail, "unknown_exercise": 0} {
-		if got := counterValue(f.m.Judged.WithLabelValues(verdict)); got != float64(want) {
+		if got := testkit.CounterValue(f.m.Judged.WithLabelValues(verdict)); got != float64(want) {
 			t.Errorf("Judged{verdict=%q} = %v, want %d", verdict, got, want)
 		}
 	}
-	if got := counterValue(f.m.WorkflowStarts.WithLabelValues("started")); got != float64(wantFail) {
+	if got := testkit.CounterValue(f.m.WorkflowStarts.WithLabelValues("started")); got != float64(wantFail) {
 		t.Errorf("WorkflowStarts{started} = %v, want %d", got, wantFail)
 	}
 }
@@ -261,8 +262,8 @@ func TestAlertsOnePatrolPerEvent(t *testing.T) {
 			if calls < 1 || calls > len(all) {
 				t.Errorf("%d start calls for %d deliveries", calls, len(all))
 			}
-			started := counterValue(f.m.WorkflowStarts.WithLabelValues("started"))
-			already := counterValue(f.m.WorkflowStarts.WithLabelValues("already_started"))
+			started := testkit.CounterValue(f.m.WorkflowStarts.WithLabelValues("started"))
+			already := testkit.CounterValue(f.m.WorkflowStarts.WithLabelValues("already_started"))
 			if started != 1 || already != float64(calls-1) {
 				t.Errorf("WorkflowStarts started=%v already_started=%v, want 1 and %d", started, already, calls-1)
 			}
@@ -292,7 +293,7 @@ func TestAlertsRedeliveryAfterCrash(t *testing.T) {
 		record(t, result("ev-crash", "kim", "c-piscine-sort", 3)),
 		record(t, result("ev-crash-pass", "kim", "c-piscine-sort", 99)))
 	wantID := "patrol-ev-crash"
-	eventually(t, 10*time.Second, func() bool { return len(f.srv.workflows()) == 1 },
+	testkit.Eventually(t, 10*time.Second, func() bool { return len(f.srv.workflows()) == 1 },
 		func() string { return fmt.Sprint("workflows ", f.ids()) })
 	stopA()
 	if c := f.mustCommitted(t, f.group); len(c) != 0 {
@@ -308,10 +309,10 @@ func TestAlertsRedeliveryAfterCrash(t *testing.T) {
 	if n := f.starter.n.Load(); n == 0 {
 		t.Fatal("consumer B never saw the redelivered record")
 	}
-	if got := counterValue(mB.WorkflowStarts.WithLabelValues("already_started")); got < 1 {
+	if got := testkit.CounterValue(mB.WorkflowStarts.WithLabelValues("already_started")); got < 1 {
 		t.Errorf("consumer B: WorkflowStarts{already_started} = %v, want ≥ 1", got)
 	}
-	if got := counterValue(mB.WorkflowStarts.WithLabelValues("started")); got != 0 {
+	if got := testkit.CounterValue(mB.WorkflowStarts.WithLabelValues("started")); got != 0 {
 		t.Errorf("consumer B: WorkflowStarts{started} = %v, want 0", got)
 	}
 }
@@ -352,7 +353,7 @@ func TestAlertsRejectMalformedRecords(t *testing.T) {
 	}
 	dlq := map[string]*kgo.Record{}
 	for _, r := range f.dlq(t) {
-		src, _ := header(r, ingest.HeaderSource)
+		src, _ := testkit.Header(r, ingest.HeaderSource)
 		if dlq[src] != nil {
 			t.Errorf("two DLQ records for %s", src)
 		}
@@ -372,14 +373,14 @@ func TestAlertsRejectMalformedRecords(t *testing.T) {
 			if !bytes.Equal(d.Key, orig.Key) || !bytes.Equal(d.Value, orig.Value) {
 				t.Errorf("DLQ key/value differ from the original (key %q, %d bytes)", d.Key, len(d.Value))
 			}
-			msg, ok := header(d, ingest.HeaderError)
+			msg, ok := testkit.Header(d, ingest.HeaderError)
 			if !ok || strings.TrimSpace(msg) == "" || !strings.Contains(msg, c.mention) {
 				t.Errorf("%s = %q, want a reason mentioning %q", ingest.HeaderError, msg, c.mention)
 			}
-			if g, _ := header(d, ingest.HeaderGroup); g != f.group {
+			if g, _ := testkit.Header(d, ingest.HeaderGroup); g != f.group {
 				t.Errorf("%s = %q, want %q", ingest.HeaderGroup, g, f.group)
 			}
-			if got := counterValue(f.m.Rejected.WithLabelValues(f.group, string(c.reason))); got != 1 {
+			if got := testkit.CounterValue(f.m.Rejected.WithLabelValues(f.group, string(c.reason))); got != 1 {
 				t.Errorf("Rejected{%s, %s} = %v, want 1", f.group, c.reason, got)
 			}
 		})
@@ -400,7 +401,7 @@ func TestAlertsUnknownExercise(t *testing.T) {
 	if n := f.srv.callsFor("patrol-ev-unknown"); n != 0 {
 		t.Errorf("%d starts for a result of an exercise without threshold", n)
 	}
-	if got := counterValue(f.m.Judged.WithLabelValues("unknown_exercise")); got != 1 {
+	if got := testkit.CounterValue(f.m.Judged.WithLabelValues("unknown_exercise")); got != 1 {
 		t.Errorf("Judged{unknown_exercise} = %v, want 1", got)
 	}
 }
@@ -424,7 +425,7 @@ func TestAlertsCommitAfterStartAcknowledged(t *testing.T) {
 	t.Cleanup(release) // before the consumer is stopped
 
 	recs := f.produce(t, record(t, result("ev-slow", "nina", "c-piscine-sort", 20)))
-	eventually(t, 10*time.Second, func() bool { return f.srv.callCount() == 1 }, nil)
+	testkit.Eventually(t, 10*time.Second, func() bool { return f.srv.callCount() == 1 }, nil)
 	if c := f.mustCommitted(t, f.group); len(c) != 0 {
 		t.Fatalf("offsets %v committed while the start is in flight", c)
 	}
@@ -492,10 +493,10 @@ func TestAlertsRetryStartFailures(t *testing.T) {
 			t.Errorf("failed start %d: offsets %v already committed", i+1, c)
 		}
 	}
-	if got := counterValue(f.m.BatchErrors.WithLabelValues(f.group, "handle")); got < 1 {
+	if got := testkit.CounterValue(f.m.BatchErrors.WithLabelValues(f.group, "handle")); got < 1 {
 		t.Errorf("BatchErrors{handle} = %v, want ≥ 1", got)
 	}
-	if got := counterValue(f.m.WorkflowStarts.WithLabelValues("error")); got != failures {
+	if got := testkit.CounterValue(f.m.WorkflowStarts.WithLabelValues("error")); got != failures {
 		t.Errorf("WorkflowStarts{error} = %v, want %d", got, failures)
 	}
 }
@@ -510,14 +511,14 @@ func TestAlertsWaitForThresholds(t *testing.T) {
 	recs := f.produce(t, record(t, result("ev-etcd", "paul", "c-piscine-sort", 10)))
 
 	// Three failed attempts: the batch is retried, not skipped.
-	eventually(t, 10*time.Second, func() bool { return f.judge.syncCount() >= 3 }, nil)
+	testkit.Eventually(t, 10*time.Second, func() bool { return f.judge.syncCount() >= 3 }, nil)
 	if n := f.srv.callCount(); n != 0 {
 		t.Fatalf("%d starts while the thresholds are not current", n)
 	}
 	if c := f.mustCommitted(t, f.group); len(c) != 0 {
 		t.Fatalf("offsets %v committed while the thresholds are not current", c)
 	}
-	if got := counterValue(f.m.Judged.WithLabelValues("fail")); got != 0 {
+	if got := testkit.CounterValue(f.m.Judged.WithLabelValues("fail")); got != 0 {
 		t.Errorf("Judged{fail} = %v while the thresholds are not current", got)
 	}
 
@@ -551,7 +552,7 @@ func TestAlertsStuckPartitionDoesNotBlockOthers(t *testing.T) {
 			continue
 		}
 		want := float64(i + 1)
-		eventually(t, 10*time.Second, func() bool { return counterValue(f.m.Consumed.WithLabelValues(f.group)) >= want },
+		testkit.Eventually(t, 10*time.Second, func() bool { return testkit.CounterValue(f.m.Consumed.WithLabelValues(f.group)) >= want },
 			func() string { return fmt.Sprintf("batch %d of the stuck partition never polled", i+1) })
 	}
 	// A result of a student whose records land on another partition.

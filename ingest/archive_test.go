@@ -10,6 +10,7 @@ import (
 	"github.com/acu-patrol/acu/ingest"
 	"github.com/acu-patrol/acu/internal/event"
 	"github.com/acu-patrol/acu/internal/metrics"
+	"github.com/acu-patrol/acu/internal/testkit"
 )
 
 func TestArchiveEveryResultOnce(t *testing.T) {
@@ -83,8 +84,8 @@ func TestArchiveEveryResultOnce(t *testing.T) {
 				}
 			}
 			if c.loseAcks == 0 {
-				newRows := counterValue(m.Archived.WithLabelValues("new"))
-				dups := counterValue(m.Archived.WithLabelValues("duplicate"))
+				newRows := testkit.CounterValue(m.Archived.WithLabelValues("new"))
+				dups := testkit.CounterValue(m.Archived.WithLabelValues("duplicate"))
 				if newRows != 3 || dups != 2 {
 					t.Errorf("Archived new=%v duplicate=%v, want 3 and 2", newRows, dups)
 				}
@@ -99,10 +100,10 @@ func TestArchiveEveryResultOnce(t *testing.T) {
 				for _, d := range dlq {
 					if bytes.Equal(d.Value, orig.Value) && bytes.Equal(d.Key, orig.Key) {
 						found = true
-						if g, _ := header(d, ingest.HeaderGroup); g != ingest.ArchiveGroup {
+						if g, _ := testkit.Header(d, ingest.HeaderGroup); g != ingest.ArchiveGroup {
 							t.Errorf("%s = %q, want %q", ingest.HeaderGroup, g, ingest.ArchiveGroup)
 						}
-						if msg, _ := header(d, ingest.HeaderError); msg == "" {
+						if msg, _ := testkit.Header(d, ingest.HeaderError); msg == "" {
 							t.Errorf("DLQ record of %q has no %s", orig.Value, ingest.HeaderError)
 						}
 					}
@@ -111,8 +112,8 @@ func TestArchiveEveryResultOnce(t *testing.T) {
 					t.Errorf("%q not on the DLQ", orig.Value)
 				}
 			}
-			rejected := counterValue(m.Rejected.WithLabelValues(ingest.ArchiveGroup, string(event.ReasonMalformed))) +
-				counterValue(m.Rejected.WithLabelValues(ingest.ArchiveGroup, string(event.ReasonRange)))
+			rejected := testkit.CounterValue(m.Rejected.WithLabelValues(ingest.ArchiveGroup, string(event.ReasonMalformed))) +
+				testkit.CounterValue(m.Rejected.WithLabelValues(ingest.ArchiveGroup, string(event.ReasonRange)))
 			if rejected != 2 {
 				t.Errorf("Rejected = %v, want 2", rejected)
 			}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/acu-patrol/acu/internal/devstack"
 	"github.com/acu-patrol/acu/internal/metrics"
+	"github.com/acu-patrol/acu/internal/testkit"
 	"github.com/acu-patrol/acu/internal/thresholds"
 )
 
@@ -156,7 +157,7 @@ func TestThresholdWriteSeenByBothInstances(t *testing.T) {
 // waitCommitted waits until group has committed every record of the topic.
 func waitCommitted(ctx context.Context, t *testing.T, adm *kadm.Client, group string) {
 	t.Helper()
-	waitFor(t, 30*time.Second, func() bool {
+	testkit.Eventually(t, 30*time.Second, func() bool {
 		lags, err := adm.Lag(ctx, group)
 		if err != nil {
 			return false
@@ -171,17 +172,5 @@ func waitCommitted(ctx context.Context, t *testing.T, adm *kadm.Client, group st
 			}
 		}
 		return true
-	})
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	}, nil)
 }

@@ -5,14 +5,11 @@ import (
 	"encoding/json"
 	"log/slog"
 	"maps"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -22,6 +19,7 @@ import (
 	"github.com/acu-patrol/acu/ingest"
 	"github.com/acu-patrol/acu/internal/event"
 	"github.com/acu-patrol/acu/internal/metrics"
+	"github.com/acu-patrol/acu/internal/testkit"
 )
 
 // ---- Judge ----
@@ -212,8 +210,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	// Registered first so that it runs last: nothing logs to t after.
-	lw := &testWriter{t: t}
-	t.Cleanup(lw.close)
+	log := testkit.Logger(t, slog.LevelWarn)
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, ingest.ResultsTopic, ingest.DLQTopic))
 	if err != nil {
 		t.Fatal(err)
@@ -228,30 +225,8 @@ func newEnv(t *testing.T) *env {
 		addrs: c.ListenAddrs(),
 		cl:    cl,
 		adm:   kadm.NewClient(cl),
-		log:   slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		log:   log,
 	}
-}
-
-// testWriter sends the consumers' logs to t.Log until the test ends.
-type testWriter struct {
-	mu   sync.Mutex
-	t    *testing.T
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func (w *testWriter) close() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.done = true
 }
 
 // run starts a consumer of group in the background and returns a function
@@ -349,7 +324,7 @@ func (e *env) waitCommitted(t *testing.T, group string, recs []*kgo.Record) {
 	t.Helper()
 	want := ends(recs)
 	var got map[int32]int64
-	eventually(t, 10*time.Second, func() bool {
+	testkit.Eventually(t, 10*time.Second, func() bool {
 		c, err := e.committed(group)
 		if err != nil {
 			return false
@@ -396,43 +371,7 @@ func (e *env) dlq(t *testing.T) []*kgo.Record {
 	return out
 }
 
-func header(r *kgo.Record, key string) (string, bool) {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value), true
-		}
-	}
-	return "", false
-}
-
 // ---- conditions ----
-
-// eventually polls cond until it holds, failing the test after d. what
-// describes the state for the failure message.
-func eventually(t *testing.T, d time.Duration, cond func() bool, what func() string) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			msg := ""
-			if what != nil {
-				msg = ": " + what()
-			}
-			t.Fatalf("condition not met within %s%s", d, msg)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
-// counterValue reads a counter, as prometheus/testutil.ToFloat64 does
-// (testutil needs a module that go.sum does not hold).
-func counterValue(c prometheus.Counter) float64 {
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		panic(err)
-	}
-	return m.GetCounter().GetValue()
-}
 
 // ---- records ----
 

@@ -13,6 +13,7 @@ import (
 	"github.com/acu-patrol/acu/ingest"
 	"github.com/acu-patrol/acu/internal/event"
 	"github.com/acu-patrol/acu/internal/metrics"
+	"github.com/acu-patrol/acu/internal/testkit"
 	"github.com/acu-patrol/acu/workflows"
 )
 
@@ -63,7 +64,7 @@ func TestAlertsRebalanceAgainstRealKafka(t *testing.T) {
 
 	a := e.run(t, group, "it-alerts-A", alertsHandler(e, stA))
 	e.produce(t, part1)
-	eventually(t, 30*time.Second, func() bool { return stA.calls.Load() > 0 },
+	testkit.Eventually(t, 30*time.Second, func() bool { return stA.calls.Load() > 0 },
 		func() string { return "consumer A made no start" })
 
 	e.run(t, group, "it-alerts-B", alertsHandler(e, stB))
@@ -85,7 +86,7 @@ func TestAlertsRebalanceAgainstRealKafka(t *testing.T) {
 		}
 	}
 	if !sawBoth {
-		eventually(t, 30*time.Second, both, func() string {
+		testkit.Eventually(t, 30*time.Second, both, func() string {
 			return fmt.Sprintf("group never had A and B both assigned: %v stable=%v err=%v", assigned, stable, err)
 		})
 	}
@@ -93,7 +94,7 @@ func TestAlertsRebalanceAgainstRealKafka(t *testing.T) {
 	// A may have drained B's partitions before giving them up: new records
 	// show that B consumes while A still runs.
 	e.produce(t, part3)
-	eventually(t, 30*time.Second, func() bool { return stB.calls.Load() > 0 },
+	testkit.Eventually(t, 30*time.Second, func() bool { return stB.calls.Load() > 0 },
 		func() string { return "consumer B made no start while assigned" })
 
 	a.stop() // A leaves midway
@@ -101,7 +102,7 @@ func TestAlertsRebalanceAgainstRealKafka(t *testing.T) {
 	e.produce(t, part4)
 	e.waitCommittedAtEnd(t, group, 60*time.Second)
 
-	eventually(t, 20*time.Second, func() bool {
+	testkit.Eventually(t, 20*time.Second, func() bool {
 		assigned, _, err = e.members(group)
 		return err == nil && len(assigned) == 1 && len(assigned["it-alerts-B"]) == partitions
 	}, func() string { return fmt.Sprintf("B does not own all partitions after A left: %v, %v", assigned, err) })
@@ -148,7 +149,7 @@ func TestAlertsRedeliveryAfterKillAgainstRealKafka(t *testing.T) {
 		}
 	}
 	var covered map[int32]int
-	eventually(t, 30*time.Second, func() bool {
+	testkit.Eventually(t, 30*time.Second, func() bool {
 		created, _, _ := srv.snapshot()
 		covered = map[int32]int{}
 		for id := range created {
@@ -217,9 +218,9 @@ func TestArchiveAgainstRealKafka(t *testing.T) {
 	if len(rows) != len(d.valid) {
 		t.Errorf("%d rows, want %d", len(rows), len(d.valid))
 	}
-	if got := counterValue(m.Archived.WithLabelValues("new")); got != float64(len(d.valid)) {
+	if got := testkit.CounterValue(m.Archived.WithLabelValues("new")); got != float64(len(d.valid)) {
 		t.Errorf("Archived{new} = %v, want %d (each valid result stored once)", got, len(d.valid))
 	}
-	t.Logf("%d rows in %d writes, %v duplicates", len(rows), w.calls, counterValue(m.Archived.WithLabelValues("duplicate")))
+	t.Logf("%d rows in %d writes, %v duplicates", len(rows), w.calls, testkit.CounterValue(m.Archived.WithLabelValues("duplicate")))
 	checkDLQ(t, e, d, true)
 }

@@ -19,8 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.temporal.io/api/serviceerror"
@@ -29,6 +27,7 @@ import (
 	"github.com/acu-patrol/acu/ingest"
 	"github.com/acu-patrol/acu/internal/event"
 	"github.com/acu-patrol/acu/internal/metrics"
+	"github.com/acu-patrol/acu/internal/testkit"
 	"github.com/acu-patrol/acu/workflows"
 )
 
@@ -101,8 +100,7 @@ var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 func newKenv(t *testing.T) *kenv {
 	t.Helper()
 	seeds := brokers(t)
-	lw := &testWriter{t: t}
-	t.Cleanup(lw.close) // registered first: runs last
+	log := testkit.Logger(t, slog.LevelWarn)
 	name := fmt.Sprintf("it.%s.%d", unsafeName.ReplaceAllString(t.Name(), "_"), time.Now().UnixNano())
 	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ProducerLinger(0))
 	if err != nil {
@@ -111,7 +109,7 @@ func newKenv(t *testing.T) *kenv {
 	t.Cleanup(cl.Close)
 	e := &kenv{
 		seeds: seeds, cl: cl, adm: kadm.NewClient(cl),
-		log:   slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		log:   log,
 		topic: name + ".results", dlq: name + ".dlq", name: name,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -135,7 +133,7 @@ func newKenv(t *testing.T) *kenv {
 	})
 	// Until the broker serves the topics' metadata with a leader per
 	// partition, a produce may fail with UNKNOWN_TOPIC_OR_PARTITION.
-	eventually(t, 20*time.Second, func() bool {
+	testkit.Eventually(t, 20*time.Second, func() bool {
 		md, err := e.adm.Metadata(ctx, e.topic, e.dlq)
 		if err != nil {
 			return false
@@ -267,7 +265,7 @@ func (e *kenv) waitCommittedAtEnd(t *testing.T, group string, d time.Duration) m
 	t.Helper()
 	var got, want map[int32]int64
 	var lastErr error
-	eventually(t, d, func() bool {
+	testkit.Eventually(t, d, func() bool {
 		if want, lastErr = e.endOffsets(e.topic); lastErr != nil {
 			return false
 		}
@@ -544,15 +542,6 @@ func source(r *kgo.Record) string {
 	return r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
 }
 
-func header(r *kgo.Record, key string) (string, bool) {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value), true
-		}
-	}
-	return "", false
-}
-
 // checkDLQ checks that the DLQ holds the malformed records (each with its
 // key, value and headers), exactly once each if exact, and nothing else.
 func checkDLQ(t *testing.T, e *kenv, d *dataset, exact bool) {
@@ -564,7 +553,7 @@ func checkDLQ(t *testing.T, e *kenv, d *dataset, exact bool) {
 	seen := map[string]int{}
 	dlq := e.readAll(t, e.dlq)
 	for _, r := range dlq {
-		src, ok := header(r, ingest.HeaderSource)
+		src, ok := testkit.Header(r, ingest.HeaderSource)
 		if !ok {
 			t.Errorf("DLQ record at %s without %s header", source(r), ingest.HeaderSource)
 			continue
@@ -575,7 +564,7 @@ func checkDLQ(t *testing.T, e *kenv, d *dataset, exact bool) {
 			continue
 		}
 		seen[src]++
-		if msg, ok := header(r, ingest.HeaderError); !ok || msg == "" {
+		if msg, ok := testkit.Header(r, ingest.HeaderError); !ok || msg == "" {
 			t.Errorf("DLQ record of %s: %s header missing or empty", src, ingest.HeaderError)
 		}
 		if string(r.Key) != string(orig.Key) || string(r.Value) != string(orig.Value) {
@@ -617,46 +606,3 @@ func checkStarts(t *testing.T, srv *temporal, d *dataset) (created map[string]st
 }
 
 // ---- plumbing ----
-
-// eventually polls cond until it holds, failing the test after d.
-func eventually(t *testing.T, d time.Duration, cond func() bool, what func() string) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %s", d, what())
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
-// testWriter sends the consumers' logs to t.Log until the test ends.
-type testWriter struct {
-	mu   sync.Mutex
-	t    *testing.T
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func (w *testWriter) close() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.done = true
-}
-
-// counterValue reads a counter.
-func counterValue(c prometheus.Counter) float64 {
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		panic(err)
-	}
-	return m.GetCounter().GetValue()
-}

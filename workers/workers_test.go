@@ -2,7 +2,6 @@ package workers_test
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -10,16 +9,14 @@ import (
 	"testing"
 	"time"
 
-	"go.temporal.io/sdk/client"
-	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/acu-patrol/acu/activities"
 	"github.com/acu-patrol/acu/ingest"
 	"github.com/acu-patrol/acu/internal/app"
-	"github.com/acu-patrol/acu/internal/devstack"
 	"github.com/acu-patrol/acu/internal/event"
 	"github.com/acu-patrol/acu/internal/store/sqlite"
+	"github.com/acu-patrol/acu/internal/testkit"
 	"github.com/acu-patrol/acu/workers"
 	"github.com/acu-patrol/acu/workflows"
 )
@@ -34,22 +31,7 @@ func TestWorkerKilledMidDeployment(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	addr, err := devstack.FreeLoopbackAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := devstack.StartTemporal(ctx, devstack.TemporalOptions{
-		FrontendAddr: addr, Namespace: "default", SearchAttributes: app.SearchAttributes,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = srv.Stop() }()
-	c, err := client.Dial(client.Options{HostPort: srv.FrontendAddr(), Logger: nopLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := testkit.Temporal(t, app.SearchAttributes)
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "acu.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -128,5 +110,3 @@ func TestWorkerKilledMidDeployment(t *testing.T) {
 		t.Fatalf("patrol requests %v, want one for %s", requests, opts.ID)
 	}
 }
-
-func nopLogger() tlog.Logger { return tlog.NewStructuredLogger(slog.New(slog.DiscardHandler)) }

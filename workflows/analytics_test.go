@@ -17,25 +17,15 @@ import (
 	"github.com/acu-patrol/acu/internal/event"
 	"github.com/acu-patrol/acu/internal/store"
 	"github.com/acu-patrol/acu/internal/store/sqlite"
-	"github.com/acu-patrol/acu/internal/thresholds"
+	"github.com/acu-patrol/acu/internal/testkit"
 	"github.com/acu-patrol/acu/workflows"
 )
-
-type fixedThresholds map[string]float64
-
-func (f fixedThresholds) List(context.Context) ([]thresholds.Entry, error) {
-	var out []thresholds.Entry
-	for id, v := range f {
-		out = append(out, thresholds.Entry{ExerciseID: id, Value: v})
-	}
-	return out, nil
-}
 
 var runs int
 
 var analyticsNow = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 
-func runAnalytics(t *testing.T, st *sqlite.Store, th fixedThresholds, in workflows.AnalyticsInput) workflows.AnalyticsResult {
+func runAnalytics(t *testing.T, st *sqlite.Store, th testkit.Thresholds, in workflows.AnalyticsInput) workflows.AnalyticsResult {
 	t.Helper()
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
@@ -56,7 +46,7 @@ func runAnalytics(t *testing.T, st *sqlite.Store, th fixedThresholds, in workflo
 }
 
 // full recomputes the report from everything stored, for comparison.
-func full(t *testing.T, st *sqlite.Store, th fixedThresholds, precision int) []byte {
+func full(t *testing.T, st *sqlite.Store, th testkit.Thresholds, precision int) []byte {
 	t.Helper()
 	ctx := context.Background()
 	top, err := st.MaxSeq(ctx)
@@ -111,7 +101,7 @@ func TestAnalyticsIncrementalEqualsFull(t *testing.T) {
 	}
 	defer st.Close()
 	rnd := rand.New(rand.NewPCG(1, 2))
-	th := fixedThresholds{"ex0": 50, "ex1": 62.5, "ex2": 70} // ex3 has none
+	th := testkit.Thresholds{"ex0": 50, "ex1": 62.5, "ex2": 70} // ex3 has none
 	in := workflows.AnalyticsInput{ChunkSize: 700}
 
 	check := func(step string, res workflows.AnalyticsResult) {

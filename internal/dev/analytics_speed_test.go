@@ -15,23 +15,12 @@ import (
 
 	"github.com/acu-patrol/acu/activities"
 	"github.com/acu-patrol/acu/internal/app"
-	"github.com/acu-patrol/acu/internal/devstack"
 	"github.com/acu-patrol/acu/internal/event"
 	"github.com/acu-patrol/acu/internal/store/sqlite"
-	"github.com/acu-patrol/acu/internal/thresholds"
+	"github.com/acu-patrol/acu/internal/testkit"
 	"github.com/acu-patrol/acu/workers"
 	"github.com/acu-patrol/acu/workflows"
 )
-
-type staticThresholds map[string]float64
-
-func (s staticThresholds) List(context.Context) ([]thresholds.Entry, error) {
-	var out []thresholds.Entry
-	for id, v := range s {
-		out = append(out, thresholds.Entry{ExerciseID: id, Value: v})
-	}
-	return out, nil
-}
 
 // TestAnalyticsSpeed measures a full analytics run over ACU_ANALYTICS_SPEED
 // stored results (e.g. 1000000) on the embedded Temporal server with a real
@@ -46,23 +35,13 @@ func TestAnalyticsSpeed(t *testing.T) {
 		t.Skip("set ACU_ANALYTICS_SPEED=<number of results> to measure")
 	}
 	ctx := context.Background()
-	addr := freeAddr(t)
-	srv, err := devstack.StartTemporal(ctx, devstack.TemporalOptions{FrontendAddr: addr, Namespace: "default", SearchAttributes: app.SearchAttributes})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = srv.Stop() }()
-	c, err := client.Dial(client.Options{HostPort: addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := testkit.Temporal(t, app.SearchAttributes)
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "acu.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	th := staticThresholds{}
+	th := testkit.Thresholds{}
 	for i := range 10 {
 		th[fmt.Sprintf("c%02d", i)] = float64(50 + 2*i)
 	}

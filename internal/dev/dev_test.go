@@ -3,6 +3,7 @@ package dev_test
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,6 +27,7 @@ import (
 	"github.com/acu-patrol/acu/internal/dev"
 	"github.com/acu-patrol/acu/internal/devstack"
 	"github.com/acu-patrol/acu/internal/store"
+	"github.com/acu-patrol/acu/internal/testkit"
 	"github.com/acu-patrol/acu/workflows"
 )
 
@@ -36,17 +38,6 @@ func freeAddr(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return a
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // TestEndToEnd runs the whole system on the embedded servers, produces a
@@ -60,7 +51,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Skip("starts the whole dev stack")
 	}
 	var cfg config.Config
-	cfg.Register(flagSet())
+	cfg.Register(flag.NewFlagSet("test", flag.ContinueOnError))
 	cfg.Kafka, cfg.Etcd, cfg.Temporal, cfg.HTTP = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	cfg.Store = "sqlite:" + filepath.Join(t.TempDir(), "acu.db")
 	cfg.PatrolURL = "http://" + cfg.HTTP + "/patrol"
@@ -140,7 +131,7 @@ func TestEndToEnd(t *testing.T) {
 		"patrol-e2-retake": workflows.StatusNoAttempt,
 	}
 	var deps []store.Deployment
-	waitFor(t, 90*time.Second, "deployments decided", func() bool {
+	testkit.Eventually(t, 90*time.Second, func() bool {
 		deps, err = s.Store.Deployments(ctx)
 		if err != nil || len(deps) != 5 {
 			return false
@@ -151,7 +142,7 @@ func TestEndToEnd(t *testing.T) {
 			}
 		}
 		return true
-	})
+	}, func() string { return "deployments decided" })
 	for _, d := range deps {
 		w, ok := want[d.WorkflowID]
 		if !ok {
@@ -188,10 +179,10 @@ func TestEndToEnd(t *testing.T) {
 
 	// Every valid distinct result archived once: 12 records, 2 malformed,
 	// 2 duplicates.
-	waitFor(t, 30*time.Second, "results archived", func() bool {
+	testkit.Eventually(t, 30*time.Second, func() bool {
 		n, err := s.Store.CountResults(ctx)
 		return err == nil && n == 8
-	})
+	}, func() string { return "results archived" })
 
 	// The rejects are in the DLQ, once per consumer group.
 	cons, err := kgo.NewClient(kgo.SeedBrokers(cfg.Kafka), kgo.ConsumeTopics(ingest.DLQTopic),
@@ -201,12 +192,12 @@ func TestEndToEnd(t *testing.T) {
 	}
 	defer cons.Close()
 	var dlq []*kgo.Record
-	waitFor(t, 30*time.Second, "DLQ records", func() bool {
+	testkit.Eventually(t, 30*time.Second, func() bool {
 		fctx, fcancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		defer fcancel()
 		dlq = append(dlq, cons.PollFetches(fctx).Records()...)
 		return len(dlq) >= 4
-	})
+	}, func() string { return "DLQ records" })
 	if len(dlq) != 4 {
 		t.Errorf("%d DLQ records, want 4", len(dlq))
 	}
@@ -242,12 +233,12 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Operators find deployments by status in Temporal's visibility.
-	waitFor(t, 30*time.Second, "visibility by PatrolStatus", func() bool {
+	testkit.Eventually(t, 30*time.Second, func() bool {
 		resp, err := s.Client.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
 			Query: "PatrolStatus = 'recovered' AND StudentId = 's1'",
 		})
 		return err == nil && len(resp.Executions) == 1 && resp.Executions[0].Execution.WorkflowId == "patrol-e1"
-	})
+	}, func() string { return "visibility by PatrolStatus" })
 }
 
 func writeHistory(ctx context.Context, t *testing.T, s *dev.Stack, id, path string) {
