@@ -33,8 +33,8 @@ type WorkflowStarter interface {
 type AlertConfig struct {
 	// FollowUpAfter is passed to every deployment; zero means the workflow default (30m).
 	FollowUpAfter time.Duration
-	// FollowUpSettle is passed to every deployment; zero means the workflow
-	// default (10s).
+	// FollowUpSettle is passed to every deployment as is; zero means no
+	// settle time.
 	FollowUpSettle time.Duration
 	// MaxInFlight bounds the concurrent workflow starts of this process,
 	// across partitions; default 256.
@@ -167,7 +167,7 @@ func (a *Alerts) start(ctx context.Context, f Failing) error {
 	in := workflows.PatrolInput{
 		EventID: r.ID, StudentID: r.StudentID, ExerciseID: r.ExerciseID, Metric: r.Metric,
 		Latitude: r.Latitude, Longitude: r.Longitude, FailedAt: r.Timestamp,
-		Threshold: f.Threshold, HasThreshold: true, FollowUpAfter: a.cfg.FollowUpAfter, FollowUpSettle: a.cfg.FollowUpSettle,
+		Threshold: f.Threshold, HasThreshold: true, FollowUpAfter: a.cfg.FollowUpAfter, FollowUpSettle: &a.cfg.FollowUpSettle,
 		NotifyMaxAttempts: a.cfg.NotifyMaxAttempts,
 	}
 	began := time.Now()

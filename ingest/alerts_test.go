@@ -47,7 +47,7 @@ func newAlerts(t *testing.T) *alertsFixture {
 		judge:   newJudge(testThresholds),
 		srv:     srv,
 		starter: &fakeStarter{srv: srv},
-		cfg:     ingest.AlertConfig{FollowUpAfter: 45 * time.Minute, NotifyMaxAttempts: 7},
+		cfg:     ingest.AlertConfig{FollowUpAfter: 45 * time.Minute, FollowUpSettle: 3 * time.Second, NotifyMaxAttempts: 7},
 	}
 }
 
@@ -190,12 +190,16 @@ func assertStart(t *testing.T, call startCall, rec map[string]any, id string, th
 		EventID: id, StudentID: student, ExerciseID: exercise, Metric: metric,
 		Latitude: rec["latitude"].(float64), Longitude: rec["longitude"].(float64),
 		FailedAt: ts, Threshold: threshold, HasThreshold: true,
-		FollowUpAfter: cfg.FollowUpAfter, NotifyMaxAttempts: cfg.NotifyMaxAttempts,
+		FollowUpAfter: cfg.FollowUpAfter, FollowUpSettle: &cfg.FollowUpSettle, NotifyMaxAttempts: cfg.NotifyMaxAttempts,
 	}
 	if !in.FailedAt.Equal(want.FailedAt) {
 		t.Errorf("FailedAt = %v, want %v", in.FailedAt, want.FailedAt)
 	}
+	if in.FollowUpSettle == nil || *in.FollowUpSettle != *want.FollowUpSettle {
+		t.Errorf("FollowUpSettle = %v, want %v", in.FollowUpSettle, *want.FollowUpSettle)
+	}
 	in.FailedAt, want.FailedAt = time.Time{}, time.Time{}
+	in.FollowUpSettle, want.FollowUpSettle = nil, nil
 	if in != want {
 		t.Errorf("input\n got %+v\nwant %+v", in, want)
 	}

@@ -316,7 +316,7 @@ func (c *Consumer) work(pt *partition) {
 // process handles one batch until it is durable and committed, retrying with
 // backoff. It returns false when told to quit before that.
 func (c *Consumer) process(pt *partition, recs []*kgo.Record) bool {
-	b := newBatch(c.cfg.Group, recs)
+	b := newBatch(c.cfg.Group, c.cfg.DLQTopic, recs)
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		stage, err := c.attempt(b)
@@ -346,12 +346,12 @@ type batch struct {
 	dlqDone bool
 }
 
-func newBatch(group string, recs []*kgo.Record) *batch {
+func newBatch(group, dlqTopic string, recs []*kgo.Record) *batch {
 	b := &batch{recs: recs, valid: make([]event.Result, 0, len(recs))}
 	for _, r := range recs {
 		res, err := event.Parse(r.Value)
 		if err != nil {
-			b.rejects = append(b.rejects, dlqRecord(group, r, err))
+			b.rejects = append(b.rejects, dlqRecord(group, dlqTopic, r, err))
 			reason := event.ReasonMalformed
 			var e *event.Error
 			if errors.As(err, &e) {
@@ -365,8 +365,9 @@ func newBatch(group string, recs []*kgo.Record) *batch {
 	return b
 }
 
-func dlqRecord(group string, r *kgo.Record, err error) *kgo.Record {
+func dlqRecord(group, dlqTopic string, r *kgo.Record, err error) *kgo.Record {
 	return &kgo.Record{
+		Topic: dlqTopic,
 		Key:   r.Key,
 		Value: r.Value,
 		Headers: []kgo.RecordHeader{
@@ -391,9 +392,6 @@ func (c *Consumer) attempt(b *batch) (string, error) {
 	}
 	b.handled = true
 	if !b.dlqDone && len(b.rejects) > 0 {
-		for _, r := range b.rejects {
-			r.Topic = c.cfg.DLQTopic
-		}
 		if err := c.cl.ProduceSync(ctx, b.rejects...).FirstErr(); err != nil {
 			return "dlq", fmt.Errorf("writing %d records to %s: %w", len(b.rejects), c.cfg.DLQTopic, err)
 		}

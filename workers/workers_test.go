@@ -70,7 +70,7 @@ func TestWorkerKilledMidDeployment(t *testing.T) {
 	run, err := c.ExecuteWorkflow(ctx, opts, workflows.PatrolWorkflowType, workflows.PatrolInput{
 		EventID: failed.ID, StudentID: failed.StudentID, ExerciseID: failed.ExerciseID, Metric: failed.Metric,
 		FailedAt: failed.Timestamp, Threshold: 50, HasThreshold: true,
-		FollowUpAfter: 3 * time.Second, FollowUpSettle: -1,
+		FollowUpAfter: 3 * time.Second, FollowUpSettle: new(time.Duration), // none
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -75,9 +75,9 @@ type PatrolInput struct {
 	// FollowUpAfter is the follow-up window length; zero means
 	// DefaultFollowUpAfter.
 	FollowUpAfter time.Duration
-	// FollowUpSettle is the extra wait before the check; zero means
-	// DefaultFollowUpSettle, negative means none.
-	FollowUpSettle time.Duration
+	// FollowUpSettle is the extra wait before the check; nil means
+	// DefaultFollowUpSettle (a deployment started by hand).
+	FollowUpSettle *time.Duration
 	// NotifyMaxAttempts bounds the notification attempts; zero means no limit.
 	NotifyMaxAttempts int32
 }

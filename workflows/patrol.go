@@ -34,11 +34,10 @@ func PatrolDeployment(ctx workflow.Context, in PatrolInput) (PatrolResult, error
 	if followUpAfter <= 0 {
 		followUpAfter = DefaultFollowUpAfter
 	}
-	settle := in.FollowUpSettle
-	if settle == 0 {
-		settle = DefaultFollowUpSettle
+	settle := DefaultFollowUpSettle
+	if in.FollowUpSettle != nil {
+		settle = max(*in.FollowUpSettle, 0)
 	}
-	settle = max(settle, 0)
 	wid := workflow.GetInfo(ctx).WorkflowExecution.ID
 	out := PatrolResult{Threshold: in.Threshold}
 

@@ -75,13 +75,9 @@ func OpenStore(ctx context.Context, cfg *config.Config) (*sqlite.Store, error) {
 
 // Ingest runs the alert service until ctx ends.
 func Ingest(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, tc client.Client, ec *clientv3.Client, extra ...ingest.ConsumerOption) error {
-	settle := cfg.FollowUpSettle
-	if settle == 0 {
-		settle = -1 // none; zero would mean the workflow's default
-	}
 	cache := thresholds.NewCache(ec, cfg.EtcdPrefix, log.With("component", "thresholds"), m)
 	alerts := ingest.NewAlerts(ingest.AlertConfig{
-		FollowUpAfter: cfg.FollowUpAfter, FollowUpSettle: settle, MaxInFlight: cfg.MaxInFlight, NotifyMaxAttempts: int32(cfg.NotifyMaxAttempts),
+		FollowUpAfter: cfg.FollowUpAfter, FollowUpSettle: cfg.FollowUpSettle, MaxInFlight: cfg.MaxInFlight, NotifyMaxAttempts: int32(cfg.NotifyMaxAttempts),
 	}, cache, tc, log.With("service", "ingest"), m)
 	cons, err := ingest.NewConsumer(consumerConfig(cfg, ingest.AlertsGroup, log, m, extra), alerts)
 	if err != nil {
