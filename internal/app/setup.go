@@ -10,11 +10,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	enumspb "go.temporal.io/api/enums/v1"
-	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/sdk/client"
 
 	"github.com/acu-patrol/acu/ingest"
 	"github.com/acu-patrol/acu/internal/config"
+	"github.com/acu-patrol/acu/internal/searchattr"
 	"github.com/acu-patrol/acu/schedules"
 	"github.com/acu-patrol/acu/workflows"
 )
@@ -99,30 +99,14 @@ func CreateTopics(ctx context.Context, brokers []string, partitions int32, rf in
 // RegisterSearchAttributes adds the custom search attributes missing from
 // the namespace.
 func RegisterSearchAttributes(ctx context.Context, tc client.Client, namespace string, log *slog.Logger) error {
-	op := tc.OperatorService()
-	have, err := op.ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: namespace})
+	added, err := searchattr.Ensure(ctx, tc, namespace, SearchAttributes)
 	if err != nil {
-		return fmt.Errorf("listing search attributes: %w", err)
+		return err
 	}
-	missing := map[string]enumspb.IndexedValueType{}
-	for name, typ := range SearchAttributes {
-		got, ok := have.GetCustomAttributes()[name]
-		switch {
-		case !ok:
-			missing[name] = typ
-		case got != typ:
-			return fmt.Errorf("search attribute %s exists with type %s, want %s", name, got, typ)
-		}
-	}
-	if len(missing) == 0 {
+	if added == 0 {
 		log.Info("search attributes present")
-		return nil
+	} else {
+		log.Info("search attributes added", "count", added)
 	}
-	if _, err := op.AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{
-		Namespace: namespace, SearchAttributes: missing,
-	}); err != nil {
-		return fmt.Errorf("adding search attributes: %w", err)
-	}
-	log.Info("search attributes added", "count", len(missing))
 	return nil
 }

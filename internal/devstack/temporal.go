@@ -18,7 +18,6 @@ import (
 	uiconfig "github.com/temporalio/ui-server/v2/server/config"
 	uiserveroptions "github.com/temporalio/ui-server/v2/server/server_options"
 	enumspb "go.temporal.io/api/enums/v1"
-	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
 	sdkclient "go.temporal.io/sdk/client"
@@ -32,6 +31,8 @@ import (
 	sqliteschema "go.temporal.io/server/schema/sqlite"
 	"go.temporal.io/server/temporal"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/acu-patrol/acu/internal/searchattr"
 )
 
 const (
@@ -530,50 +531,15 @@ func temporalEnsureSearchAttributes(
 	if len(want) == 0 {
 		return nil
 	}
-	ops := c.OperatorService()
-	list := func() (map[string]enumspb.IndexedValueType, error) {
-		resp, err := ops.ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: namespace})
-		if err != nil {
-			return nil, fmt.Errorf("list search attributes of %q: %w", namespace, err)
-		}
-		return resp.GetCustomAttributes(), nil
-	}
-
-	have, err := list()
-	if err != nil {
+	if _, err := searchattr.Ensure(ctx, c, namespace, want); err != nil {
 		return err
 	}
-	missing := map[string]enumspb.IndexedValueType{}
-	for name, typ := range want {
-		got, ok := have[name]
-		switch {
-		case !ok:
-			missing[name] = typ
-		case got != typ:
-			return fmt.Errorf("search attribute %s on %q has type %s, want %s", name, namespace, got, typ)
-		}
-	}
-	if len(missing) > 0 {
-		_, err := ops.AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{
-			Namespace:        namespace,
-			SearchAttributes: missing,
-		})
-		if err != nil {
-			return fmt.Errorf("add search attributes to %q: %w", namespace, err)
-		}
-	}
-
 	return temporalPoll(ctx, "search attributes to be registered", func() error {
-		have, err := list()
-		if err != nil {
-			return err
+		missing, err := searchattr.Missing(ctx, c, namespace, want)
+		if err == nil && len(missing) > 0 {
+			err = fmt.Errorf("%d search attributes not registered yet", len(missing))
 		}
-		for name, typ := range want {
-			if have[name] != typ {
-				return fmt.Errorf("search attribute %s not registered yet", name)
-			}
-		}
-		return nil
+		return err
 	})
 }
 
