@@ -25,7 +25,7 @@ func runAnalytics(ctx context.Context, args []string, env Env) error {
 	var precision int
 	var asJSON bool
 	fs, err := parse("analytics", args, env, &cfg, func(fs *flag.FlagSet) {
-		fs.IntVar(&precision, "hotspot-precision", 5, "geohash precision of the hotspot cells (1..12)")
+		registerPrecision(fs, &precision)
 		fs.BoolVar(&asJSON, "json", false, "run: print the report document instead of tables")
 	})
 	if err != nil {
@@ -35,8 +35,8 @@ func runAnalytics(ctx context.Context, args []string, env Env) error {
 	if len(rest) != 1 {
 		return fmt.Errorf("%w: want one subcommand\n%s", errUsage, analyticsUsage)
 	}
-	if precision < 1 || precision > 12 {
-		return fmt.Errorf("%w: --hotspot-precision must be 1..12", errUsage)
+	if err := checkPrecision(precision); err != nil {
+		return err
 	}
 	log := app.NewLogger(&cfg)
 	tc, err := app.Temporal(&cfg, log)

@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.temporal.io/sdk/client"
 
+	"github.com/acu-patrol/acu/internal/analytics"
 	"github.com/acu-patrol/acu/internal/app"
 	"github.com/acu-patrol/acu/internal/config"
 	"github.com/acu-patrol/acu/internal/metrics"
@@ -129,7 +130,19 @@ type AnalyticsFlags struct {
 func (a *AnalyticsFlags) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&a.Every, "analytics-every", 0, "run the analytics this often (default 5m; or --analytics-cron)")
 	fs.StringVar(&a.Cron, "analytics-cron", "", `run the analytics on this cron spec, e.g. "*/10 * * * *"`)
-	fs.IntVar(&a.Precision, "hotspot-precision", 5, "geohash precision of the hotspot cells (1..12)")
+	registerPrecision(fs, &a.Precision)
+}
+
+// registerPrecision adds --hotspot-precision; checkPrecision validates it.
+func registerPrecision(fs *flag.FlagSet, p *int) {
+	fs.IntVar(p, "hotspot-precision", analytics.DefaultPrecision, fmt.Sprintf("geohash precision of the hotspot cells (1..%d)", analytics.MaxPrecision))
+}
+
+func checkPrecision(p int) error {
+	if p < 1 || p > analytics.MaxPrecision {
+		return fmt.Errorf("%w: --hotspot-precision must be 1..%d", errUsage, analytics.MaxPrecision)
+	}
+	return nil
 }
 
 // Apply validates the flags into o.
@@ -138,8 +151,8 @@ func (a *AnalyticsFlags) Apply(o *app.SetupOptions) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	if a.Precision < 1 || a.Precision > 12 {
-		return fmt.Errorf("%w: --hotspot-precision must be 1..12", errUsage)
+	if err := checkPrecision(a.Precision); err != nil {
+		return err
 	}
 	o.Analytics, o.Precision = spec, a.Precision
 	return nil
