@@ -45,8 +45,8 @@ func commands() map[string]command {
 	return map[string]command{
 		"ingest":     {"run the alert service (consumer group acu-alerts)", runIngest},
 		"archive":    {"run the archiver (consumer group acu-archiver)", runArchive},
-		"worker":     {"run a Temporal worker for PatrolDeployment on acu-patrol", runWorker},
-		"setup":      {"create topics, search attributes and the store schema (idempotent)", runSetup},
+		"worker":     {"run a Temporal worker (patrol deployments and analytics) on acu-patrol", runWorker},
+		"setup":      {"create topics, search attributes, store schema and the analytics schedule (idempotent)", runSetup},
 		"thresholds": {"set|get|list|delete|import exercise thresholds in etcd", runThresholds},
 		"produce":    {"simulate student laptops sending results", runProduce},
 		"replay":     {"replay PatrolDeployment histories against this build", runReplay},
