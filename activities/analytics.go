@@ -3,9 +3,11 @@ package activities
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/acu-patrol/acu/internal/analytics"
@@ -20,11 +22,12 @@ const ErrTypeStalePlan = "StalePlan"
 
 // AnalyticsStore is the part of the store the analytics activities use.
 type AnalyticsStore interface {
-	MaxSeq(ctx context.Context) (int64, error)
-	ResultsBySeq(ctx context.Context, after, upTo int64) ([]event.Result, error)
+	ArrivalMark(ctx context.Context) (int64, error)
+	SplitArrivals(ctx context.Context, after, upTo, size int64) ([]store.ArrivalRange, error)
+	ResultsArrived(ctx context.Context, after, upTo int64, fn func([]event.Result) error) error
 	ExerciseResults(ctx context.Context, exerciseID string, upTo int64, pageSize int, fn func([]event.Result) error) error
 	AnalyticsState(ctx context.Context) ([]byte, bool, error)
-	SaveAnalytics(ctx context.Context, runID string, state []byte, watermark int64, report []byte, generatedAt time.Time) error
+	SaveAnalytics(ctx context.Context, runID string, from int64, state []byte, watermark int64, report []byte, generatedAt time.Time) error
 	RunReport(ctx context.Context, runID string) ([]byte, bool, error)
 	Deployments(ctx context.Context) ([]store.Deployment, error)
 }
@@ -67,18 +70,19 @@ func (a *Analytics) load(ctx context.Context) (storedState, error) {
 
 // PlanInput is the input of PlanAnalytics.
 type PlanInput struct {
-	// ChunkSize is the number of arrival sequence numbers per range.
+	// ChunkSize is the number of arrival positions per range where positions
+	// count results (SQLite); a backend with time positions splits by time.
 	ChunkSize int64
 	// Precision is the geohash precision of the hotspots.
 	Precision int
 }
 
-// SeqRange is the results with After < seq <= UpTo.
-type SeqRange struct{ After, UpTo int64 }
+// SeqRange is the results with an arrival position in (After, UpTo].
+type SeqRange = store.ArrivalRange
 
 // Plan is what a run has to do.
 type Plan struct {
-	// From is the stored watermark, To the archive's current sequence.
+	// From is the stored watermark, To the archive's settled arrival mark.
 	From, To int64
 	// Ranges split (From, To] for the new results.
 	Ranges []SeqRange
@@ -96,7 +100,7 @@ func (a *Analytics) PlanAnalytics(ctx context.Context, in PlanInput) (Plan, erro
 	if err != nil {
 		return Plan{}, err
 	}
-	top, err := a.Store.MaxSeq(ctx)
+	top, err := a.Store.ArrivalMark(ctx)
 	if err != nil {
 		return Plan{}, err
 	}
@@ -120,9 +124,8 @@ func (a *Analytics) PlanAnalytics(ctx context.Context, in PlanInput) (Plan, erro
 	}
 	// An exercise the state has never seen needs no rebuild: all its
 	// results are in the new ranges.
-	chunk := max(in.ChunkSize, 1)
-	for after := p.From; after < p.To; after += chunk {
-		p.Ranges = append(p.Ranges, SeqRange{After: after, UpTo: min(after+chunk, p.To)})
+	if p.Ranges, err = a.Store.SplitArrivals(ctx, p.From, p.To, in.ChunkSize); err != nil {
+		return Plan{}, err
 	}
 	return p, nil
 }
@@ -138,22 +141,27 @@ type RangeInput struct {
 
 // AggregateRange computes the partial aggregates of a range of new results.
 func (a *Analytics) AggregateRange(ctx context.Context, in RangeInput) (*analytics.Delta, error) {
-	rs, err := a.Store.ResultsBySeq(ctx, in.Range.After, in.Range.UpTo)
-	if err != nil {
-		return nil, err
-	}
 	skip := make(map[string]bool, len(in.Skip))
 	for _, id := range in.Skip {
 		skip[id] = true
 	}
 	d := analytics.NewDelta()
-	for _, r := range rs {
-		if skip[r.ExerciseID] {
-			continue
+	err := a.Store.ResultsArrived(ctx, in.Range.After, in.Range.UpTo, func(rs []event.Result) error {
+		for _, r := range rs {
+			if skip[r.ExerciseID] {
+				continue
+			}
+			if err := d.Add(r, in.Thresholds, in.Precision); err != nil {
+				return temporal.NewNonRetryableApplicationError("aggregating result "+r.ID+": "+err.Error(), "BadResult", err)
+			}
 		}
-		if err := d.Add(r, in.Thresholds, in.Precision); err != nil {
-			return nil, temporal.NewNonRetryableApplicationError("aggregating result "+r.ID+": "+err.Error(), "BadResult", err)
+		if activity.IsActivity(ctx) {
+			activity.RecordHeartbeat(ctx)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return d, nil
 }
@@ -238,7 +246,10 @@ func (a *Analytics) CommitAnalytics(ctx context.Context, in CommitInput) (json.R
 	if err != nil {
 		return nil, err
 	}
-	if err := a.Store.SaveAnalytics(ctx, in.RunID, state, in.Plan.To, report, in.GeneratedAt); err != nil {
+	if err := a.Store.SaveAnalytics(ctx, in.RunID, in.Plan.From, state, in.Plan.To, report, in.GeneratedAt); err != nil {
+		if errors.Is(err, store.ErrStale) {
+			return nil, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeStalePlan, err)
+		}
 		return nil, err
 	}
 	return report, nil

@@ -49,14 +49,7 @@ func runAnalytics(t *testing.T, st *sqlite.Store, th testkit.Thresholds, in work
 func full(t *testing.T, st *sqlite.Store, th testkit.Thresholds, precision int) []byte {
 	t.Helper()
 	ctx := context.Background()
-	top, err := st.MaxSeq(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := st.ResultsBySeq(ctx, 0, top)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := testkit.Archived(t, st)
 	deps, err := st.Deployments(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -60,7 +60,7 @@ func TestReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	doc := `{"generated_at":"2026-11-28T10:00:00Z","exercises":[{"exercise_id":"ex-01","results":1200,"mean_metric":61.25,"pass_rate":0.71,"threshold":50},{"exercise_id":"ex-02","results":3,"mean_metric":40,"pass_rate":null,"threshold":null}],"hotspots":[{"exercise_id":"ex-01","cells":[{"geohash":"u09tv","latitude":48.84521484375,"longitude":2.35107421875,"failures":42}]}],"recovery":{"deployments":90,"recovered":40,"still_failing":20,"no_attempt":25,"pending":5,"rate":0.6666666666666666,"by_exercise":[{"exercise_id":"ex-01","deployments":30,"recovered":15,"still_failing":5,"no_attempt":8,"pending":2,"rate":0.75}]}}`
-	if err := st.SaveAnalytics(context.Background(), "run-1", []byte(`{}`), 1, []byte(doc), time.Now()); err != nil {
+	if err := st.SaveAnalytics(context.Background(), "run-1", 0, []byte(`{}`), 1, []byte(doc), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()

@@ -4,6 +4,8 @@
 package store
 
 import (
+	"context"
+	"errors"
 	"time"
 
 	"github.com/acu-patrol/acu/internal/event"
@@ -54,3 +56,80 @@ type FollowUpWindow struct {
 
 // Result is an archived result.
 type Result = event.Result
+
+// Store is long-term storage as the services use it. Both backends
+// (sqlite and cassandra) implement it and pass the same contract suite
+// (internal/store/storetest).
+//
+// Results are archived idempotently by identity: the first write of an
+// identity wins, later writes of it (redeliveries, replays) change nothing
+// and are never counted twice by the analytics reads.
+//
+// Arrival positions order the archive for incremental analytics: every
+// archived identity has one arrival position; ArrivalMark returns a position
+// such that every result with a position at or below it is visible to the
+// reads below, and none will later appear there. SQLite's positions are its
+// insert sequence; Cassandra's are arrival times in microseconds, settled by
+// a margin.
+type Store interface {
+	// PutResults archives a batch and returns how many identities were new,
+	// or UnknownInserted when the backend cannot tell without extra reads.
+	PutResults(ctx context.Context, rs []Result) (inserted int, err error)
+	// FollowUpResults returns a student's results on one exercise in the
+	// window, by timestamp then identity.
+	FollowUpResults(ctx context.Context, w FollowUpWindow) ([]Result, error)
+
+	// PutDeployment writes a deployment's report (the latest write wins).
+	PutDeployment(ctx context.Context, d Deployment) error
+	GetDeployment(ctx context.Context, workflowID string) (Deployment, bool, error)
+	Deployments(ctx context.Context) ([]Deployment, error)
+
+	// ArrivalMark is the settled arrival position of the archive (0 when
+	// empty).
+	ArrivalMark(ctx context.Context) (int64, error)
+	// SplitArrivals cuts (after, upTo] into ranges for parallel reads; size
+	// is the number of results a range should hold where positions count
+	// results, which backends with time positions may ignore.
+	SplitArrivals(ctx context.Context, after, upTo, size int64) ([]ArrivalRange, error)
+	// ResultsArrived calls fn with the results whose arrival position is in
+	// (after, upTo], each identity once, in pages.
+	ResultsArrived(ctx context.Context, after, upTo int64, fn func([]Result) error) error
+	// ExerciseResults calls fn with the exercise's results whose arrival
+	// position is at or below upTo, in pages of at most pageSize.
+	ExerciseResults(ctx context.Context, exerciseID string, upTo int64, pageSize int, fn func([]Result) error) error
+
+	// AnalyticsState returns the stored analytics state, if any.
+	AnalyticsState(ctx context.Context) ([]byte, bool, error)
+	// SaveAnalytics stores the state of run runID, with watermark, and its
+	// report, if the stored watermark is still from (0 when there is no
+	// state); otherwise it returns ErrStale. Saving again for the run that
+	// saved last succeeds and changes nothing.
+	SaveAnalytics(ctx context.Context, runID string, from int64, state []byte, watermark int64, report []byte, generatedAt time.Time) error
+	// RunReport returns the report saved by run runID, if any.
+	RunReport(ctx context.Context, runID string) ([]byte, bool, error)
+	// LatestReport returns the last saved report, if any.
+	LatestReport(ctx context.Context) ([]byte, bool, error)
+
+	Close() error
+}
+
+// UnknownInserted is what PutResults returns when the backend does not know
+// how many of the results were new.
+const UnknownInserted = -1
+
+// ErrStale is returned by SaveAnalytics when another run saved first.
+var ErrStale = errors.New("the analytics state moved since it was read")
+
+// ArrivalRange is the arrival positions in (After, UpTo].
+type ArrivalRange struct{ After, UpTo int64 }
+
+// SplitEvery cuts (after, upTo] into consecutive ranges of size positions
+// (the last one shorter).
+func SplitEvery(after, upTo, size int64) []ArrivalRange {
+	size = max(size, 1)
+	var out []ArrivalRange
+	for a := after; a < upTo; a += size {
+		out = append(out, ArrivalRange{After: a, UpTo: min(a+size, upTo)})
+	}
+	return out
+}

@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/acu-patrol/acu/internal/event"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
@@ -127,4 +129,28 @@ func Temporal(t testing.TB, searchAttributes map[string]enumspb.IndexedValueType
 	}
 	t.Cleanup(c.Close)
 	return c
+}
+
+// Archive is the part of a store that lists what it has archived.
+type Archive interface {
+	ArrivalMark(ctx context.Context) (int64, error)
+	ResultsArrived(ctx context.Context, after, upTo int64, fn func([]event.Result) error) error
+}
+
+// Archived returns every result archived up to the store's arrival mark.
+func Archived(t testing.TB, s Archive) []event.Result {
+	t.Helper()
+	ctx := context.Background()
+	top, err := s.ArrivalMark(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []event.Result
+	if err := s.ResultsArrived(ctx, 0, top, func(rs []event.Result) error {
+		out = append(out, rs...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

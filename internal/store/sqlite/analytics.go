@@ -8,11 +8,12 @@ import (
 	"time"
 
 	"github.com/acu-patrol/acu/internal/event"
+	"github.com/acu-patrol/acu/internal/store"
 )
 
-// MaxSeq returns the highest arrival sequence of the archive (0 when empty):
-// every result with a lower or equal seq is visible to later reads.
-func (s *Store) MaxSeq(ctx context.Context) (int64, error) {
+// ArrivalMark returns the highest arrival sequence of the archive (0 when
+// empty): every result with a lower or equal seq is visible to later reads.
+func (s *Store) ArrivalMark(ctx context.Context) (int64, error) {
 	var n sql.NullInt64
 	if err := s.r.QueryRowContext(ctx, `SELECT max(seq) FROM results`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("reading the archive's sequence: %w", err)
@@ -20,14 +21,41 @@ func (s *Store) MaxSeq(ctx context.Context) (int64, error) {
 	return n.Int64, nil
 }
 
-// ResultsBySeq returns the results with after < seq <= upTo, in seq order.
-func (s *Store) ResultsBySeq(ctx context.Context, after, upTo int64) ([]event.Result, error) {
+// SplitArrivals cuts (after, upTo] into ranges of size sequence numbers:
+// sequence numbers count results.
+func (s *Store) SplitArrivals(_ context.Context, after, upTo, size int64) ([]store.ArrivalRange, error) {
+	return store.SplitEvery(after, upTo, size), nil
+}
+
+// resultsArrivedPage is the page size of ResultsArrived.
+const resultsArrivedPage = 20_000
+
+// ResultsArrived calls fn with the results with after < seq <= upTo, in seq
+// order, in pages.
+func (s *Store) ResultsArrived(ctx context.Context, after, upTo int64, fn func([]event.Result) error) error {
+	for after < upTo {
+		next := min(after+resultsArrivedPage, upTo)
+		page, err := s.resultsBySeq(ctx, after, next)
+		if err != nil {
+			return err
+		}
+		if len(page) > 0 {
+			if err := fn(page); err != nil {
+				return err
+			}
+		}
+		after = next
+	}
+	return nil
+}
+
+func (s *Store) resultsBySeq(ctx context.Context, after, upTo int64) ([]event.Result, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT `+resultCols+` FROM results WHERE seq > ? AND seq <= ? ORDER BY seq`, after, upTo)
 	if err != nil {
 		return nil, fmt.Errorf("reading results %d..%d: %w", after+1, upTo, err)
 	}
 	defer rows.Close()
-	out := make([]event.Result, 0, max(min(upTo-after, 100_000), 0))
+	out := make([]event.Result, 0, max(min(upTo-after, resultsArrivedPage), 0))
 	for rows.Next() {
 		r, err := scanResult(rows)
 		if err != nil {
@@ -93,15 +121,29 @@ func (s *Store) AnalyticsState(ctx context.Context) ([]byte, bool, error) {
 }
 
 // SaveAnalytics stores the new state and appends the report of run runID,
-// atomically.
-func (s *Store) SaveAnalytics(ctx context.Context, runID string, state []byte, watermark int64, report []byte, generatedAt time.Time) error {
+// atomically, if the stored watermark is still from (store.ErrStale if not).
+func (s *Store) SaveAnalytics(ctx context.Context, runID string, from int64, state []byte, watermark int64, report []byte, generatedAt time.Time) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("saving analytics: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	if _, err := tx.ExecContext(ctx, `INSERT INTO analytics_state (id, state) VALUES (1, ?)
-		ON CONFLICT (id) DO UPDATE SET state = excluded.state`, string(state)); err != nil {
+	var stored int64
+	var lastRun string
+	err = tx.QueryRowContext(ctx, `SELECT watermark, run_id FROM analytics_state WHERE id = 1`).Scan(&stored, &lastRun)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return fmt.Errorf("saving analytics: %w", err)
+	case lastRun == runID:
+		return nil // saved by an earlier attempt of this run
+	}
+	if stored != from {
+		return fmt.Errorf("saving analytics of run %s from %d: stored watermark %d: %w", runID, from, stored, store.ErrStale)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO analytics_state (id, state, watermark, run_id) VALUES (1, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET state = excluded.state, watermark = excluded.watermark, run_id = excluded.run_id`,
+		string(state), watermark, runID); err != nil {
 		return fmt.Errorf("saving analytics state: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO analytics_reports (run_id, generated_at_ms, watermark, report) VALUES (?, ?, ?, ?)`,

@@ -80,6 +80,14 @@ var migrations = [][]string{
 			report          TEXT    NOT NULL
 		)`,
 	},
+	// 3: the state's watermark and run as columns, for the conditional save.
+	{
+		`ALTER TABLE analytics_state ADD COLUMN watermark INTEGER NOT NULL DEFAULT 0`,
+		`ALTER TABLE analytics_state ADD COLUMN run_id TEXT NOT NULL DEFAULT ''`,
+		`UPDATE analytics_state SET
+			watermark = coalesce(json_extract(state, '$.state.watermark'), 0),
+			run_id = coalesce(json_extract(state, '$.run_id'), '')`,
+	},
 }
 
 // migrate brings the schema of db up to the latest version. Concurrent
