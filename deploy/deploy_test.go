@@ -32,6 +32,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gocql/gocql"
 	"gopkg.in/yaml.v3"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -193,10 +194,8 @@ func checkEnvNames(t *testing.T, where, cmd string, env map[string]string) {
 }
 
 // checkSettings applies env as acu does (config.Parse: typed values) and
-// checks the values with config.Validate. One exception: a cassandra://
-// store is the intended production value, but --store accepts only
-// sqlite:<path> until the Cassandra backend lands, so that error alone is
-// let through for such a value (checkStoreURL checks its shape meanwhile).
+// checks the values with config.Validate; a cassandra:// store must also
+// name the three nodes, QUORUM and a replication factor of 3.
 func checkSettings(t *testing.T, where string, env map[string]string) {
 	t.Helper()
 	fs := flag.NewFlagSet(where, flag.ContinueOnError)
@@ -208,33 +207,33 @@ func checkSettings(t *testing.T, where string, env map[string]string) {
 		return
 	}
 	for _, err := range unjoin(c.Validate()) {
-		if strings.HasPrefix(c.Store, "cassandra://") && strings.HasPrefix(err.Error(), "--store ") {
-			continue
-		}
 		t.Errorf("%s: %v", where, err)
 	}
-	if strings.HasPrefix(c.Store, "cassandra://") {
-		checkStoreURL(t, where, c.Store)
+	if c.IsCassandra() {
+		checkStoreURL(t, where, c)
 	}
 }
 
-// checkStoreURL checks the shape of the intended Cassandra store value:
-// cassandra://host1,host2,.../keyspace?consistency=quorum.
-func checkStoreURL(t *testing.T, where, store string) {
+// checkStoreURL checks the production Cassandra store value: the three
+// nodes as contact points, keyspace acu, QUORUM, replication factor 3.
+func checkStoreURL(t *testing.T, where string, c config.Config) {
 	t.Helper()
-	u, err := url.Parse(store)
+	cc, err := c.Cassandra()
 	if err != nil {
-		t.Errorf("%s: ACU_STORE=%q: %v", where, store, err)
+		t.Errorf("%s: ACU_STORE=%q: %v", where, c.Store, err)
 		return
 	}
-	if hosts := strings.Split(u.Host, ","); len(hosts) < 3 || slices.Contains(hosts, "") {
-		t.Errorf("%s: ACU_STORE=%q: want the three Cassandra nodes as contact points", where, store)
+	if len(cc.Hosts) < 3 {
+		t.Errorf("%s: ACU_STORE=%q: want the three Cassandra nodes as contact points", where, c.Store)
 	}
-	if u.Path != "/acu" {
-		t.Errorf("%s: ACU_STORE=%q: keyspace %q, want acu", where, store, strings.TrimPrefix(u.Path, "/"))
+	if cc.Keyspace != "acu" {
+		t.Errorf("%s: ACU_STORE=%q: keyspace %q, want acu", where, c.Store, cc.Keyspace)
 	}
-	if c := u.Query().Get("consistency"); c != "quorum" {
-		t.Errorf("%s: ACU_STORE=%q: consistency %q, want quorum", where, store, c)
+	if cc.Consistency != gocql.Quorum {
+		t.Errorf("%s: ACU_STORE=%q: consistency %v, want QUORUM", where, c.Store, cc.Consistency)
+	}
+	if r := cc.Replication; !cc.ReplicationSet || r.Strategy != "SimpleStrategy" || r.Factor != 3 {
+		t.Errorf("%s: ACU_STORE=%q: want replication=SimpleStrategy:3 (one node can be lost)", where, c.Store)
 	}
 }
 
@@ -1174,7 +1173,7 @@ func TestReadme(t *testing.T) {
 		"kubectl apply -k deploy/k8s",
 		"docker build -f deploy/Dockerfile",
 		"## Scaling each service",
-		"needs the Cassandra backend",
+		"consistency=quorum&replication=SimpleStrategy:3",
 	} {
 		if !strings.Contains(readme, want) {
 			t.Errorf("%s: no %q", readmePath, want)

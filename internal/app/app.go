@@ -23,6 +23,8 @@ import (
 	"github.com/acu-patrol/acu/ingest"
 	"github.com/acu-patrol/acu/internal/config"
 	"github.com/acu-patrol/acu/internal/metrics"
+	"github.com/acu-patrol/acu/internal/store"
+	"github.com/acu-patrol/acu/internal/store/cassandra"
 	"github.com/acu-patrol/acu/internal/store/sqlite"
 	"github.com/acu-patrol/acu/internal/thresholds"
 	"github.com/acu-patrol/acu/workers"
@@ -61,8 +63,18 @@ func Etcd(cfg *config.Config) (*clientv3.Client, error) {
 	return c, nil
 }
 
-// OpenStore opens the configured store, creating its directory and schema.
-func OpenStore(ctx context.Context, cfg *config.Config) (*sqlite.Store, error) {
+// OpenStore opens the configured store. A SQLite file (and its directory)
+// is created and migrated as needed; a Cassandra keyspace is created and
+// migrated only with migrate (acu setup, acu-dev), and otherwise checked to
+// be at this build's schema version.
+func OpenStore(ctx context.Context, cfg *config.Config, migrate bool) (store.Store, error) {
+	if cfg.IsCassandra() {
+		cc, err := cfg.Cassandra()
+		if err != nil {
+			return nil, err
+		}
+		return cassandra.Open(ctx, cc, cassandra.Options{Migrate: migrate})
+	}
 	path, err := cfg.SQLitePath()
 	if err != nil {
 		return nil, err

@@ -55,7 +55,7 @@ func Setup(ctx context.Context, cfg *config.Config, o SetupOptions, tc client.Cl
 	if err := RegisterSearchAttributes(ctx, tc, cfg.Namespace, log); err != nil {
 		return err
 	}
-	st, err := OpenStore(ctx, cfg)
+	st, err := OpenStore(ctx, cfg, true)
 	if err != nil {
 		return fmt.Errorf("store schema: %w", err)
 	}

@@ -21,7 +21,7 @@ import (
 	"github.com/acu-patrol/acu/internal/app"
 	"github.com/acu-patrol/acu/internal/config"
 	"github.com/acu-patrol/acu/internal/metrics"
-	"github.com/acu-patrol/acu/internal/store/sqlite"
+	"github.com/acu-patrol/acu/internal/store"
 	"github.com/acu-patrol/acu/schedules"
 )
 
@@ -187,7 +187,7 @@ func (s *service) close() {
 // startService parses the flags, starts /healthz and /metrics, and opens
 // the clients the service needs.
 func startService(ctx context.Context, name string, args []string, env Env, needTemporal, needEtcd, needStore bool) (
-	s *service, tc client.Client, ec *clientv3.Client, st *sqlite.Store, err error) {
+	s *service, tc client.Client, ec *clientv3.Client, st store.Store, err error) {
 	s = &service{}
 	if _, err = parse(name, args, env, &s.cfg, nil); err != nil {
 		return nil, nil, nil, nil, err
@@ -215,7 +215,7 @@ func startService(ctx context.Context, name string, args []string, env Env, need
 		s.closers = append(s.closers, func() { _ = ec.Close() })
 	}
 	if needStore {
-		if st, err = app.OpenStore(ctx, &s.cfg); err != nil {
+		if st, err = app.OpenStore(ctx, &s.cfg, false); err != nil {
 			return nil, nil, nil, nil, err
 		}
 		s.closers = append(s.closers, func() { _ = st.Close() })

@@ -75,7 +75,7 @@ func runReport(ctx context.Context, args []string, env Env) error {
 	}); err != nil {
 		return err
 	}
-	st, err := app.OpenStore(ctx, &cfg)
+	st, err := app.OpenStore(ctx, &cfg, false)
 	if err != nil {
 		return err
 	}

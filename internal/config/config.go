@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/acu-patrol/acu/internal/store/cassandra"
 )
 
 // Config is every setting of the acu services. Zero values are invalid
@@ -30,7 +32,8 @@ type Config struct {
 	Temporal string
 	// Namespace is the Temporal namespace; default "default".
 	Namespace string
-	// Store is the long-term store: "sqlite:<path>"; default
+	// Store is the long-term store: "sqlite:<path>" or
+	// "cassandra://host1,host2/keyspace?consistency=quorum"; default
 	// sqlite:<temp dir>/acu-dev/acu.db, the store of acu-dev.
 	Store string
 	// HTTP is the listen address of /healthz, /metrics (and acu-dev's patrol
@@ -65,7 +68,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", "/acu/", "prefix of every etcd key")
 	fs.StringVar(&c.Temporal, "temporal", "127.0.0.1:7233", "Temporal frontend host:port")
 	fs.StringVar(&c.Namespace, "namespace", "default", "Temporal namespace")
-	fs.StringVar(&c.Store, "store", "sqlite:"+DefaultStorePath(), "long-term store: sqlite:<path>")
+	fs.StringVar(&c.Store, "store", "sqlite:"+DefaultStorePath(), "long-term store: sqlite:<path> or cassandra://host1,host2/keyspace?consistency=quorum")
 	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "listen address of /healthz and /metrics (empty: off)")
 	fs.StringVar(&c.PatrolURL, "patrol-url", "http://127.0.0.1:8080/patrol", "patrol endpoint notified of deployments")
 	fs.DurationVar(&c.PatrolTimeout, "patrol-timeout", 10*time.Second, "timeout of one patrol notification attempt")
@@ -124,7 +127,7 @@ func (c *Config) Validate() error {
 	if c.Namespace == "" {
 		bad("namespace", "empty")
 	}
-	if _, err := c.SQLitePath(); err != nil {
+	if err := c.checkStore(); err != nil {
 		bad("store", "%v", err)
 	}
 	if u, err := url.Parse(c.PatrolURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -157,11 +160,26 @@ func (c *Config) KafkaBrokers() []string { return splitList(c.Kafka) }
 // EtcdEndpoints splits Etcd.
 func (c *Config) EtcdEndpoints() []string { return splitList(c.Etcd) }
 
+// IsCassandra tells whether Store names a Cassandra cluster.
+func (c *Config) IsCassandra() bool { return strings.HasPrefix(c.Store, cassandra.Scheme+"://") }
+
+// Cassandra parses a cassandra:// store.
+func (c *Config) Cassandra() (cassandra.Config, error) { return cassandra.ParseURL(c.Store) }
+
+func (c *Config) checkStore() error {
+	if c.IsCassandra() {
+		_, err := c.Cassandra()
+		return err
+	}
+	_, err := c.SQLitePath()
+	return err
+}
+
 // SQLitePath returns the file of a "sqlite:<path>" store.
 func (c *Config) SQLitePath() (string, error) {
 	path, ok := strings.CutPrefix(c.Store, "sqlite:")
 	if !ok {
-		return "", fmt.Errorf("%q: unsupported store, want sqlite:<path>", c.Store)
+		return "", fmt.Errorf("%q: unsupported store, want sqlite:<path> or cassandra://host1,host2/keyspace", c.Store)
 	}
 	if path == "" {
 		return "", errors.New("sqlite: needs a file path")

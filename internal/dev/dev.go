@@ -24,7 +24,7 @@ import (
 	"github.com/acu-patrol/acu/internal/config"
 	"github.com/acu-patrol/acu/internal/devstack"
 	"github.com/acu-patrol/acu/internal/metrics"
-	"github.com/acu-patrol/acu/internal/store/sqlite"
+	"github.com/acu-patrol/acu/internal/store"
 	"github.com/acu-patrol/acu/internal/thresholds"
 )
 
@@ -70,7 +70,7 @@ type Stack struct {
 	Etcd     *devstack.Etcd   // nil with an external etcd
 	Kafka    *devstack.Kafka  // nil with an external Kafka
 	Patrol   *devstack.Patrol // nil with an external patrol endpoint
-	Store    *sqlite.Store
+	Store    store.Store
 	Metrics  *metrics.Metrics
 	Client   client.Client
 	EtcdCli  *clientv3.Client
@@ -146,7 +146,7 @@ func Run(ctx context.Context, o Options) (err error) {
 			}
 		}
 	}
-	if s.Store, err = app.OpenStore(ctx, cfg); err != nil {
+	if s.Store, err = app.OpenStore(ctx, cfg, true); err != nil {
 		return err
 	}
 	cleanups = append(cleanups, func() { _ = s.Store.Close() })

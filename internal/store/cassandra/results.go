@@ -1,0 +1,469 @@
+package cassandra
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gocql/gocql"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/acu-patrol/acu/internal/event"
+	"github.com/acu-patrol/acu/internal/store"
+)
+
+const (
+	// shards per arrival minute in results_by_arrival.
+	shards = 8
+	// minuteUS is a minute in microseconds (arrival positions).
+	minuteUS = int64(time.Minute / time.Microsecond)
+	// minutesPerBucket partitions arrival_minutes by 30 days.
+	minutesPerBucket = 30 * 24 * 60
+	// dayMS is a day in milliseconds (results_by_exercise.day).
+	dayMS = int64(24 * time.Hour / time.Millisecond)
+	// invertedBase minus the arrival is a result's cell timestamp, so that
+	// the earliest arrival has the highest timestamp and wins. It is far
+	// above any real clock (year ~38,000 in microseconds); nothing else
+	// writes these tables, and nothing deletes from them without a
+	// timestamp above it (retention should use TTLs).
+	invertedBase = int64(1) << 60
+	// inFlight bounds the concurrent requests of one call.
+	inFlight = 32
+	// batchRows bounds the rows of one single-partition batch.
+	batchRows = 100
+)
+
+func shardOf(id string) int8 {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return int8(h.Sum32() % shards)
+}
+
+// dayOf is the day of a result's timestamp, in days since the epoch.
+func dayOf(ts time.Time) int32 {
+	ms := ts.UnixMilli()
+	d := ms / dayMS
+	if ms < 0 && ms%dayMS != 0 {
+		d--
+	}
+	return int32(d)
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a < 0 && a%b != 0 {
+		q--
+	}
+	return q
+}
+
+// PutResults archives a batch. It returns store.UnknownInserted: telling
+// new identities from re-deliveries would cost a read per result.
+//
+// The batch gets one arrival stamp (microseconds, increasing in this
+// process). Each attempt writes, in this order:
+//  1. the index rows: arrival_minutes and exercise_days (once per process
+//     each, cached) and one results_by_arrival row per result;
+//  2. only once all of those are acknowledged, the canonical rows
+//     (results_by_exercise, results_by_student) with the cell timestamp
+//     invertedBase-arrival, so the earliest arrival of an identity wins.
+//
+// The analytics count an identity at the results_by_arrival row whose
+// arrival equals its canonical arrival. Because of the order, that row
+// exists whenever a canonical row does, whichever attempt wrote it; a
+// re-delivery or a retry of a half-written batch only adds arrival rows that
+// are not canonical. The whole attempt must finish within half the settle
+// margin after its stamp (its context deadline), so that the analytics,
+// which read arrivals only once they are older than the margin, never read a
+// minute that can still get a canonical row. A retry after a failure is a new
+// attempt with a new stamp.
+func (s *Store) PutResults(ctx context.Context, rs []event.Result) (int, error) {
+	if len(rs) == 0 {
+		return 0, nil
+	}
+	for i := range rs {
+		if rs[i].ID == "" {
+			return 0, fmt.Errorf("archiving results: result %d has no identity", i)
+		}
+	}
+	// The first occurrence of an identity in the batch wins, as in SQLite.
+	seen := make(map[string]bool, len(rs))
+	uniq := make([]*event.Result, 0, len(rs))
+	for i := range rs {
+		if !seen[rs[i].ID] {
+			seen[rs[i].ID] = true
+			uniq = append(uniq, &rs[i])
+		}
+	}
+	arrival := s.arrival()
+	deadline := time.UnixMicro(arrival).Add(s.cfg.Settle / 2)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	if err := s.putIndex(ctx, uniq, arrival); err != nil {
+		return 0, fmt.Errorf("archiving results (index): %w", err)
+	}
+	if err := s.putCanonical(ctx, uniq, arrival); err != nil {
+		return 0, fmt.Errorf("archiving results: %w", err)
+	}
+	return store.UnknownInserted, nil
+}
+
+// group collects the rows of one partition.
+type group struct {
+	key  string
+	rows []*event.Result
+}
+
+// groupBy groups rows by partition key, in first-seen order.
+func groupBy(rs []*event.Result, key func(*event.Result) string) []group {
+	idx := map[string]int{}
+	var out []group
+	for _, r := range rs {
+		k := key(r)
+		i, ok := idx[k]
+		if !ok {
+			i = len(out)
+			idx[k] = i
+			out = append(out, group{key: k})
+		}
+		out[i].rows = append(out[i].rows, r)
+	}
+	return out
+}
+
+// exec runs one statement per group (a single-partition unlogged batch when
+// the group has several rows), at most inFlight at a time.
+func (s *Store) exec(ctx context.Context, groups []group, ts int64, stmt string, args func(*event.Result) []any) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(inFlight)
+	for _, gr := range groups {
+		for chunk := range slices.Chunk(gr.rows, batchRows) {
+			g.Go(func() error {
+				if len(chunk) == 1 {
+					q := s.session.Query(stmt, args(chunk[0])...).WithContext(ctx).Idempotent(true)
+					if ts != 0 {
+						q = q.WithTimestamp(ts)
+					}
+					return q.Exec()
+				}
+				b := s.session.NewBatch(gocql.UnloggedBatch).WithContext(ctx)
+				if ts != 0 {
+					b = b.WithTimestamp(ts)
+				}
+				for _, r := range chunk {
+					b.Entries = append(b.Entries, gocql.BatchEntry{Stmt: stmt, Args: args(r), Idempotent: true})
+				}
+				return s.session.ExecuteBatch(b)
+			})
+		}
+	}
+	return g.Wait()
+}
+
+const (
+	insertArrivalMinute = `INSERT INTO arrival_minutes (bucket, minute) VALUES (?, ?)`
+	insertExerciseDay   = `INSERT INTO exercise_days (exercise_id, day) VALUES (?, ?)`
+	insertByArrival     = `INSERT INTO results_by_arrival (minute, shard, arrival, id, exercise_id, ts) VALUES (?, ?, ?, ?, ?, ?)`
+	insertByExercise    = `INSERT INTO results_by_exercise (exercise_id, day, id, event_id, ts, student_id, latitude, longitude, metric, arrival)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	insertByStudent = `INSERT INTO results_by_student (student_id, exercise_id, ts, id, event_id, latitude, longitude, metric, arrival)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
+)
+
+func (s *Store) putIndex(ctx context.Context, rs []*event.Result, arrival int64) error {
+	minute := floorDiv(arrival, minuteUS)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(inFlight)
+	var written []string
+	if k := fmt.Sprintf("m/%d", minute); !s.seen.has(k) {
+		written = append(written, k)
+		g.Go(func() error {
+			return s.session.Query(insertArrivalMinute, int32(floorDiv(minute, minutesPerBucket)), minute).
+				WithContext(gctx).Idempotent(true).Exec()
+		})
+	}
+	for _, gr := range groupBy(rs, func(r *event.Result) string { return fmt.Sprintf("d/%d/%s", dayOf(r.Timestamp), r.ExerciseID) }) {
+		if s.seen.has(gr.key) {
+			continue
+		}
+		written = append(written, gr.key)
+		r := gr.rows[0]
+		g.Go(func() error {
+			return s.session.Query(insertExerciseDay, r.ExerciseID, dayOf(r.Timestamp)).WithContext(gctx).Idempotent(true).Exec()
+		})
+	}
+	byShard := groupBy(rs, func(r *event.Result) string { return string(rune('0' + shardOf(r.ID))) })
+	g.Go(func() error {
+		return s.exec(gctx, byShard, 0, insertByArrival, func(r *event.Result) []any {
+			return []any{minute, shardOf(r.ID), arrival, r.ID, r.ExerciseID, r.Timestamp}
+		})
+	})
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for _, k := range written {
+		s.seen.add(k)
+	}
+	return nil
+}
+
+func (s *Store) putCanonical(ctx context.Context, rs []*event.Result, arrival int64) error {
+	ts := invertedBase - arrival
+	g, gctx := errgroup.WithContext(ctx)
+	byExercise := groupBy(rs, func(r *event.Result) string { return fmt.Sprintf("%d/%s", dayOf(r.Timestamp), r.ExerciseID) })
+	byStudent := groupBy(rs, func(r *event.Result) string { return r.StudentID + "\x00" + r.ExerciseID })
+	g.Go(func() error {
+		return s.exec(gctx, byExercise, ts, insertByExercise, func(r *event.Result) []any {
+			return []any{r.ExerciseID, dayOf(r.Timestamp), r.ID, r.EventID, r.Timestamp, r.StudentID, r.Latitude, r.Longitude, r.Metric, arrival}
+		})
+	})
+	g.Go(func() error {
+		return s.exec(gctx, byStudent, ts, insertByStudent, func(r *event.Result) []any {
+			return []any{r.StudentID, r.ExerciseID, r.Timestamp, r.ID, r.EventID, r.Latitude, r.Longitude, r.Metric, arrival}
+		})
+	})
+	return g.Wait()
+}
+
+// FollowUpResults returns a student's results on one exercise with a
+// timestamp in (After, Until], by timestamp then identity.
+func (s *Store) FollowUpResults(ctx context.Context, w store.FollowUpWindow) ([]event.Result, error) {
+	iter := s.session.Query(`SELECT ts, id, event_id, latitude, longitude, metric FROM results_by_student
+		WHERE student_id = ? AND exercise_id = ? AND ts > ? AND ts <= ?`,
+		w.StudentID, w.ExerciseID, w.After, w.Until).WithContext(ctx).PageSize(1000).Iter()
+	var out []event.Result
+	r := event.Result{StudentID: w.StudentID, ExerciseID: w.ExerciseID}
+	for iter.Scan(&r.Timestamp, &r.ID, &r.EventID, &r.Latitude, &r.Longitude, &r.Metric) {
+		r.Timestamp = r.Timestamp.UTC()
+		out = append(out, r)
+	}
+	if err := iter.Close(); err != nil {
+		return nil, fmt.Errorf("reading follow-up results of %s on %s: %w", w.StudentID, w.ExerciseID, err)
+	}
+	return out, nil
+}
+
+// ArrivalMark is now minus the settle margin, in Unix microseconds: every
+// write stamped at or before it has finished or failed (PutResults gives up
+// on an attempt after half the margin), so the analytics can read up to it.
+func (s *Store) ArrivalMark(context.Context) (int64, error) {
+	return time.Now().Add(-s.cfg.Settle).UnixMicro(), nil
+}
+
+// maxRanges bounds how many ranges SplitArrivals returns.
+const maxRanges = 16
+
+// SplitArrivals cuts (after, upTo] at minute boundaries into at most
+// maxRanges ranges holding similar numbers of non-empty arrival minutes
+// (size is ignored: positions are times here); none when no minute in it
+// has arrivals.
+func (s *Store) SplitArrivals(ctx context.Context, after, upTo, _ int64) ([]store.ArrivalRange, error) {
+	if upTo <= after {
+		return nil, nil
+	}
+	minutes, err := s.arrivalMinutes(ctx, after, upTo)
+	if err != nil {
+		return nil, err
+	}
+	if len(minutes) == 0 {
+		return nil, nil
+	}
+	// Cut before the first minute of each chunk but the first; the ranges
+	// then cover (after, upTo] with no gap or overlap.
+	per := (len(minutes) + maxRanges - 1) / maxRanges
+	out := []store.ArrivalRange{{After: after}}
+	for i := per; i < len(minutes); i += per {
+		cut := minutes[i]*minuteUS - 1
+		out[len(out)-1].UpTo = cut
+		out = append(out, store.ArrivalRange{After: cut})
+	}
+	out[len(out)-1].UpTo = upTo
+	return out, nil
+}
+
+// arrivalMinutes lists the minutes with arrivals that overlap (after, upTo].
+func (s *Store) arrivalMinutes(ctx context.Context, after, upTo int64) ([]int64, error) {
+	first, last := floorDiv(after+1, minuteUS), floorDiv(upTo, minuteUS)
+	var out []int64
+	for b := floorDiv(first, minutesPerBucket); b <= floorDiv(last, minutesPerBucket); b++ {
+		iter := s.session.Query(`SELECT minute FROM arrival_minutes WHERE bucket = ? AND minute >= ? AND minute <= ?`,
+			int32(b), first, last).WithContext(ctx).PageSize(10_000).Iter()
+		var m int64
+		for iter.Scan(&m) {
+			out = append(out, m)
+		}
+		if err := iter.Close(); err != nil {
+			return nil, fmt.Errorf("listing arrival minutes: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// candidate is one arrival of an identity.
+type candidate struct {
+	arrival int64
+	id      string
+	day     int32
+}
+
+// ResultsArrived calls fn, once per arrival minute, with the results whose
+// canonical arrival is in (after, upTo]: each arrival row is checked against
+// its identity's canonical row (one single-partition IN query per exercise
+// and day), so an identity that arrived several times counts once.
+func (s *Store) ResultsArrived(ctx context.Context, after, upTo int64, fn func([]event.Result) error) error {
+	minutes, err := s.arrivalMinutes(ctx, after, upTo)
+	if err != nil {
+		return err
+	}
+	for _, minute := range minutes {
+		page, err := s.minuteResults(ctx, minute, after, upTo)
+		if err != nil {
+			return err
+		}
+		if len(page) == 0 {
+			continue
+		}
+		if err := fn(page); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) minuteResults(ctx context.Context, minute, after, upTo int64) ([]event.Result, error) {
+	// The arrivals of the minute, by exercise.
+	type key struct {
+		exercise string
+		day      int32
+	}
+	var mu sync.Mutex
+	cands := map[key][]candidate{}
+	g, gctx := errgroup.WithContext(ctx)
+	for shard := range int8(shards) {
+		g.Go(func() error {
+			iter := s.session.Query(`SELECT arrival, id, exercise_id, ts FROM results_by_arrival
+				WHERE minute = ? AND shard = ? AND arrival > ? AND arrival <= ?`, minute, shard, after, upTo).
+				WithContext(gctx).PageSize(5000).Iter()
+			var c candidate
+			var ex string
+			var ts time.Time
+			local := map[key][]candidate{}
+			for iter.Scan(&c.arrival, &c.id, &ex, &ts) {
+				c.day = dayOf(ts)
+				k := key{ex, c.day}
+				local[k] = append(local[k], c)
+			}
+			if err := iter.Close(); err != nil {
+				return fmt.Errorf("reading arrivals of minute %d: %w", minute, err)
+			}
+			mu.Lock()
+			for k, cs := range local {
+				cands[k] = append(cands[k], cs...)
+			}
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	// Keep the arrivals that are canonical, with the canonical content.
+	var out []event.Result
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(inFlight)
+	for k, cs := range cands {
+		for chunk := range slices.Chunk(cs, batchRows) {
+			g.Go(func() error {
+				// An identity may have arrived more than once in the minute.
+				type arrivalOf struct {
+					id      string
+					arrival int64
+				}
+				want := make(map[arrivalOf]bool, len(chunk))
+				ids := make([]string, 0, len(chunk))
+				for _, c := range chunk {
+					want[arrivalOf{c.id, c.arrival}] = true
+					ids = append(ids, c.id)
+				}
+				slices.Sort(ids)
+				ids = slices.Compact(ids)
+				iter := s.session.Query(`SELECT id, event_id, ts, student_id, latitude, longitude, metric, arrival
+					FROM results_by_exercise WHERE exercise_id = ? AND day = ? AND id IN ?`, k.exercise, k.day, ids).
+					WithContext(gctx).Iter()
+				r := event.Result{ExerciseID: k.exercise}
+				var arrival int64
+				var found []event.Result
+				for iter.Scan(&r.ID, &r.EventID, &r.Timestamp, &r.StudentID, &r.Latitude, &r.Longitude, &r.Metric, &arrival) {
+					if want[arrivalOf{r.ID, arrival}] {
+						r.Timestamp = r.Timestamp.UTC()
+						found = append(found, r)
+					}
+				}
+				if err := iter.Close(); err != nil {
+					return fmt.Errorf("reading results of %s on day %d: %w", k.exercise, k.day, err)
+				}
+				mu.Lock()
+				out = append(out, found...)
+				mu.Unlock()
+				return nil
+			})
+		}
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ExerciseResults calls fn with the exercise's results whose canonical
+// arrival is at or below upTo, day by day, in pages of at most pageSize.
+func (s *Store) ExerciseResults(ctx context.Context, exerciseID string, upTo int64, pageSize int, fn func([]event.Result) error) error {
+	if pageSize <= 0 {
+		pageSize = 10_000
+	}
+	iter := s.session.Query(`SELECT day FROM exercise_days WHERE exercise_id = ?`, exerciseID).WithContext(ctx).PageSize(10_000).Iter()
+	var days []int32
+	var d int32
+	for iter.Scan(&d) {
+		days = append(days, d)
+	}
+	if err := iter.Close(); err != nil {
+		return fmt.Errorf("listing the days of %s: %w", exerciseID, err)
+	}
+	page := make([]event.Result, 0, pageSize)
+	flush := func() error {
+		if len(page) == 0 {
+			return nil
+		}
+		err := fn(page)
+		page = make([]event.Result, 0, pageSize)
+		return err
+	}
+	for _, day := range days {
+		iter := s.session.Query(`SELECT id, event_id, ts, student_id, latitude, longitude, metric, arrival
+			FROM results_by_exercise WHERE exercise_id = ? AND day = ?`, exerciseID, day).
+			WithContext(ctx).PageSize(pageSize).Iter()
+		r := event.Result{ExerciseID: exerciseID}
+		var arrival int64
+		for iter.Scan(&r.ID, &r.EventID, &r.Timestamp, &r.StudentID, &r.Latitude, &r.Longitude, &r.Metric, &arrival) {
+			if arrival > upTo {
+				continue
+			}
+			r.Timestamp = r.Timestamp.UTC()
+			page = append(page, r)
+			if len(page) == pageSize {
+				if err := flush(); err != nil {
+					_ = iter.Close()
+					return err
+				}
+			}
+		}
+		if err := iter.Close(); err != nil {
+			return fmt.Errorf("reading results of %s on day %d: %w", exerciseID, day, err)
+		}
+	}
+	return flush()
+}
