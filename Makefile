@@ -18,8 +18,10 @@ test: lint fast integration
 fast:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-## integration: ingest and archive against a real Kafka broker started from
-## Maven Central artifacts (deploy/local); Java 17 and Maven needed.
+## integration: the suites of build tag integration against a real Kafka
+## broker and a real Cassandra node started from Maven Central artifacts
+## (deploy/local): ingest and archive on Kafka, the store contract on
+## Cassandra, the end-to-end scenario on both; Java 17 and Maven needed.
 integration:
 	bash scripts/integration.sh
 
@@ -28,8 +30,8 @@ lint: tools
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GOBIN)/staticcheck ./...
-	$(GO) vet -tags integration ./integration/
-	$(GOBIN)/staticcheck -tags integration ./integration/
+	$(GO) vet -tags integration ./...
+	$(GOBIN)/staticcheck -tags integration ./...
 	$(GOBIN)/workflowcheck ./workflows/...
 	@# Production binaries link no server code (DESIGN.md §3).
 	@if $(GO) list -deps ./cmd/acu | grep -E 'go.temporal.io/server|etcd/server|franz-go/pkg/kfake|temporalio/ui-server'; then \

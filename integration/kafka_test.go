@@ -10,10 +10,8 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
-	"os"
 	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -32,8 +30,6 @@ import (
 )
 
 const (
-	envKafka   = "ACU_IT_KAFKA"
-	startHint  = "ACU_LOCAL_DIR=/tmp/acu-it ACU_KAFKA_PORT=29092 ACU_KAFKA_CONTROLLER_PORT=29093 deploy/local/servers.sh start kafka"
 	partitions = 3
 	exercise   = "c-piscine-sort"
 	threshold  = 50.0
@@ -41,45 +37,9 @@ const (
 
 // ---- the broker ----
 
-var (
-	brokerOnce sync.Once
-	brokerErr  error
-)
-
 // brokers returns the seed brokers of the real Kafka named by ACU_IT_KAFKA.
 // Unset: the test is skipped. Set but not answering: the test fails.
-func brokers(t *testing.T) []string {
-	t.Helper()
-	addr := strings.TrimSpace(os.Getenv(envKafka))
-	if addr == "" {
-		t.Skipf("%s is not set: these tests need a real Kafka. Start one with\n  %s\nthen run\n  %s=127.0.0.1:29092 go test -tags integration ./integration/ -v",
-			envKafka, startHint, envKafka)
-	}
-	seeds := strings.Split(addr, ",")
-	brokerOnce.Do(func() { brokerErr = checkBroker(seeds) })
-	if brokerErr != nil {
-		t.Fatalf("%s=%s but the broker does not answer: %v\n(start one with: %s)", envKafka, addr, brokerErr, startHint)
-	}
-	return seeds
-}
-
-func checkBroker(seeds []string) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RequestRetries(1))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	md, err := kadm.NewClient(cl).BrokerMetadata(ctx)
-	if err != nil {
-		return fmt.Errorf("no metadata within 10s: %w", err)
-	}
-	if len(md.Brokers) == 0 {
-		return errors.New("metadata lists no broker")
-	}
-	return nil
-}
+func brokers(t *testing.T) []string { return testkit.RealKafka(t) }
 
 // kenv is one test's view of the broker: its own topics and an admin client.
 type kenv struct {

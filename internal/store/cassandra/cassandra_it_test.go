@@ -1,0 +1,181 @@
+//go:build integration
+
+package cassandra
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/acu-patrol/acu/internal/event"
+	"github.com/acu-patrol/acu/internal/testkit"
+)
+
+// itConfig is a fresh keyspace on the real Cassandra, with a short settle.
+func itConfig(t *testing.T, params string) Config {
+	t.Helper()
+	addr, ks := testkit.CassandraKeyspace(t)
+	cfg, err := ParseURL("cassandra://" + addr + "/" + ks + "?settle=3s" + params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func waitSettled(t *testing.T, s *Store) int64 {
+	t.Helper()
+	now := time.Now().UnixMicro()
+	var mark int64
+	testkit.Eventually(t, 2*s.cfg.Settle, func() bool {
+		mark, _ = s.ArrivalMark(context.Background())
+		return mark >= now
+	}, func() string { return "arrival mark" })
+	return mark
+}
+
+func arrived(t *testing.T, s *Store, after, upTo int64) map[string]event.Result {
+	t.Helper()
+	out := map[string]event.Result{}
+	if err := s.ResultsArrived(context.Background(), after, upTo, func(rs []event.Result) error {
+		for _, r := range rs {
+			if _, dup := out[r.ID]; dup {
+				t.Errorf("%s read twice", r.ID)
+			}
+			out[r.ID] = r
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestMigrateConcurrentlyOnRealCassandra: acu setup from several machines
+// at once creates one schema, and the services then open it; a service
+// started before setup is told to run it.
+func TestMigrateConcurrentlyOnRealCassandra(t *testing.T) {
+	cfg := itConfig(t, "")
+	ctx := context.Background()
+	if _, err := Open(ctx, cfg, Options{}); err == nil || !strings.Contains(err.Error(), "acu setup") {
+		t.Fatalf("open before setup: %v, want a hint to run acu setup", err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() {
+			s, err := Open(ctx, cfg, Options{Migrate: true})
+			if err == nil {
+				err = s.Close()
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("setup %d: %v", i, err)
+		}
+	}
+	s, err := Open(ctx, cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v, err := readVersion(ctx, s.session, cfg.Keyspace); err != nil || v != SchemaVersion() {
+		t.Errorf("version %d, %v; want %d", v, err, SchemaVersion())
+	}
+	// Every table exists with its fixed ID.
+	iter := s.session.Query(`SELECT table_name, id FROM system_schema.tables WHERE keyspace_name = ?`, cfg.Keyspace).Iter()
+	var name string
+	var id [16]byte
+	n := 0
+	for iter.Scan(&name, &id) {
+		n++
+		if got, want := formatUUID(id), tableID(cfg.Keyspace, name); got != want {
+			t.Errorf("%s: id %s, want %s", name, got, want)
+		}
+	}
+	if err := iter.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(migrations[0])+1 {
+		t.Errorf("%d tables", n)
+	}
+	// Setup again with another replication is refused, not ignored.
+	other := cfg
+	other.Replication, other.ReplicationSet = Replication{Strategy: "SimpleStrategy", Factor: 3}, true
+	if _, err := Open(ctx, other, Options{Migrate: true}); err == nil || !strings.Contains(err.Error(), "ALTER KEYSPACE") {
+		t.Errorf("setup with another replication: %v", err)
+	}
+}
+
+func formatUUID(b [16]byte) string {
+	const hex = "0123456789abcdef"
+	var out []byte
+	for i, c := range b {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out = append(out, '-')
+		}
+		out = append(out, hex[c>>4], hex[c&15])
+	}
+	return string(out)
+}
+
+// TestHalfWrittenBatchesOnRealCassandra: an archiver that dies after the
+// index rows, or between the canonical tables, and the re-delivery that
+// follows: each identity is counted once, at one arrival, with the first
+// content.
+func TestHalfWrittenBatchesOnRealCassandra(t *testing.T) {
+	cfg := itConfig(t, "")
+	ctx := context.Background()
+	s, err := Open(ctx, cfg, Options{Migrate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ts := time.Now().UTC().Truncate(time.Millisecond)
+	a := event.Result{ID: "a", StudentID: "s1", ExerciseID: "ex", Timestamp: ts, Metric: 10}
+	b := event.Result{ID: "b", StudentID: "s2", ExerciseID: "ex", Timestamp: ts, Metric: 20}
+
+	// Crash 1: only the index rows of a were written.
+	if err := s.putIndex(ctx, []*event.Result{&a}, s.arrival()); err != nil {
+		t.Fatal(err)
+	}
+	mark0 := waitSettled(t, s)
+	if got := arrived(t, s, 0, mark0); len(got) != 0 {
+		t.Errorf("an identity with index rows only is counted: %v", got)
+	}
+	// Crash 2: b fully written by one attempt, then a later attempt with
+	// another content dies after its index rows and by_student.
+	if _, err := s.PutResults(ctx, []event.Result{b}); err != nil {
+		t.Fatal(err)
+	}
+	b2 := b
+	b2.Metric = 99
+	arr := s.arrival()
+	if err := s.putIndex(ctx, []*event.Result{&b2}, arr); err != nil {
+		t.Fatal(err)
+	}
+	// Redelivery of a (the archiver restarts), and of b.
+	a2 := a
+	if _, err := s.PutResults(ctx, []event.Result{a2, b2}); err != nil {
+		t.Fatal(err)
+	}
+	mark1 := waitSettled(t, s)
+	got := arrived(t, s, mark0, mark1)
+	if len(got) != 2 || got["a"].Metric != 10 || got["b"].Metric != 20 {
+		t.Errorf("after redelivery: %v", got)
+	}
+	if again := arrived(t, s, 0, mark1); len(again) != 2 {
+		t.Errorf("whole range: %v", again)
+	}
+	var ex []event.Result
+	if err := s.ExerciseResults(ctx, "ex", mark1, 10, func(rs []event.Result) error { ex = append(ex, rs...); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(ex) != 2 {
+		t.Errorf("exercise results %v", ex)
+	}
+}
