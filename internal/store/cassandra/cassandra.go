@@ -274,6 +274,9 @@ func cluster(cfg Config) *gocql.ClusterConfig {
 		fallback = gocql.DCAwareRoundRobinPolicy(cfg.LocalDC)
 	}
 	cl.PoolConfig.HostSelectionPolicy = gocql.TokenAwareHostPolicy(fallback)
+	// A node that went down is tried again every few seconds (gocql's
+	// default is a minute): the services resume soon after it is back.
+	cl.ReconnectInterval = 3 * time.Second
 	// Transient errors (timeouts, an unavailable replica) are retried a few
 	// times with backoff here; beyond that the caller's own retry loop takes
 	// over (the archiver re-polls, activities are retried by Temporal).

@@ -63,8 +63,8 @@ func floorDiv(a, b int64) int64 {
 // PutResults archives a batch. It returns store.UnknownInserted: telling
 // new identities from re-deliveries would cost a read per result.
 //
-// The batch gets one arrival stamp (microseconds, increasing in this
-// process). Each attempt writes, in this order:
+// Each attempt (up to attemptRows results) gets one arrival stamp
+// (microseconds, increasing in this process) and writes, in this order:
 //  1. the index rows: arrival_minutes and exercise_days (once per process
 //     each, cached) and one results_by_arrival row per result;
 //  2. only once all of those are acknowledged, the canonical rows
@@ -98,17 +98,30 @@ func (s *Store) PutResults(ctx context.Context, rs []event.Result) (int, error) 
 			uniq = append(uniq, &rs[i])
 		}
 	}
+	// Chunks, each an attempt with its own stamp, keep every attempt well
+	// inside its deadline however big the batch.
+	for chunk := range slices.Chunk(uniq, attemptRows) {
+		if err := s.attempt(ctx, chunk); err != nil {
+			return 0, fmt.Errorf("archiving results: %w", err)
+		}
+	}
+	return store.UnknownInserted, nil
+}
+
+// attemptRows bounds the results of one write attempt.
+const attemptRows = 1000
+
+// attempt writes rs with one arrival stamp, index rows first, and gives up
+// at half the settle margin after the stamp.
+func (s *Store) attempt(ctx context.Context, rs []*event.Result) error {
 	arrival := s.arrival()
 	deadline := time.UnixMicro(arrival).Add(s.cfg.Settle / 2)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	if err := s.putIndex(ctx, uniq, arrival); err != nil {
-		return 0, fmt.Errorf("archiving results (index): %w", err)
+	if err := s.putIndex(ctx, rs, arrival); err != nil {
+		return fmt.Errorf("index rows: %w", err)
 	}
-	if err := s.putCanonical(ctx, uniq, arrival); err != nil {
-		return 0, fmt.Errorf("archiving results: %w", err)
-	}
-	return store.UnknownInserted, nil
+	return s.putCanonical(ctx, rs, arrival)
 }
 
 // group collects the rows of one partition.
