@@ -15,8 +15,8 @@ import (
 
 	"github.com/acu-patrol/acu/activities"
 	"github.com/acu-patrol/acu/internal/app"
+	"github.com/acu-patrol/acu/internal/config"
 	"github.com/acu-patrol/acu/internal/event"
-	"github.com/acu-patrol/acu/internal/store/sqlite"
 	"github.com/acu-patrol/acu/internal/testkit"
 	"github.com/acu-patrol/acu/workers"
 	"github.com/acu-patrol/acu/workflows"
@@ -29,6 +29,9 @@ import (
 // measurement: it runs only when asked.
 //
 //	ACU_ANALYTICS_SPEED=1000000 go test ./internal/dev/ -run AnalyticsSpeed -v -timeout 30m
+//
+// On SQLite by default; ACU_ANALYTICS_STORE=cassandra://host/keyspace for a
+// Cassandra store.
 func TestAnalyticsSpeed(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("ACU_ANALYTICS_SPEED"))
 	if n <= 0 {
@@ -36,11 +39,28 @@ func TestAnalyticsSpeed(t *testing.T) {
 	}
 	ctx := context.Background()
 	c := testkit.Temporal(t, app.SearchAttributes)
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "acu.db"))
+	// ACU_ANALYTICS_STORE=cassandra://127.0.0.1:29042/speed?settle=3s
+	// measures on a Cassandra store (a fresh keyspace name: it is filled).
+	var cfg config.Config
+	cfg.Store = "sqlite:" + filepath.Join(t.TempDir(), "acu.db")
+	if u := os.Getenv("ACU_ANALYTICS_STORE"); u != "" {
+		cfg.Store = u
+	}
+	st, err := app.OpenStore(ctx, &cfg, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
+	settled := func() {
+		if !cfg.IsCassandra() {
+			return
+		}
+		now := time.Now().UnixMicro()
+		testkit.Eventually(t, time.Minute, func() bool {
+			m, err := st.ArrivalMark(ctx)
+			return err == nil && m >= now
+		}, func() string { return "arrival mark" })
+	}
 	th := testkit.Thresholds{}
 	for i := range 10 {
 		th[fmt.Sprintf("c%02d", i)] = float64(50 + 2*i)
@@ -98,8 +118,10 @@ func TestAnalyticsSpeed(t *testing.T) {
 		return d
 	}
 	fill(0, n)
+	settled()
 	full := run("full")
 	fill(n, n/100)
+	settled()
 	incr := run("incremental")
 	t.Logf("incremental/full = %.1f %%", 100*incr.Seconds()/full.Seconds())
 	// Below some 500,000 results the runs' fixed costs (a few workflow
