@@ -15,6 +15,7 @@ import (
 	"github.com/acu-patrol/acu/ingest"
 	"github.com/acu-patrol/acu/internal/config"
 	"github.com/acu-patrol/acu/internal/searchattr"
+	"github.com/acu-patrol/acu/internal/store/cassandra"
 	"github.com/acu-patrol/acu/schedules"
 	"github.com/acu-patrol/acu/workflows"
 )
@@ -59,7 +60,7 @@ func Setup(ctx context.Context, cfg *config.Config, o SetupOptions, tc client.Cl
 	if err != nil {
 		return fmt.Errorf("store schema: %w", err)
 	}
-	log.Info("store schema ready", "store", cfg.Store)
+	log.Info("store schema ready", "store", cassandra.Redact(cfg.Store))
 	if err := st.Close(); err != nil {
 		return err
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/acu-patrol/acu/internal/devstack"
 	"github.com/acu-patrol/acu/internal/metrics"
 	"github.com/acu-patrol/acu/internal/store"
+	"github.com/acu-patrol/acu/internal/store/cassandra"
 	"github.com/acu-patrol/acu/internal/thresholds"
 )
 
@@ -252,7 +253,7 @@ acu-dev is running. Ctrl-C stops it.
   store            %s
   health, metrics  http://%s/healthz  http://%s/metrics
 `, s.Temporal.UIURL(), cfg.Namespace, cfg.Temporal, cfg.Namespace, cfg.Temporal, cfg.Kafka, external(s.Kafka == nil),
-		cfg.Etcd, cfg.EtcdPrefix, external(s.Etcd == nil), cfg.Store, cfg.HTTP, cfg.HTTP)
+		cfg.Etcd, cfg.EtcdPrefix, external(s.Etcd == nil), cassandra.Redact(cfg.Store), cfg.HTTP, cfg.HTTP)
 	if s.Patrol != nil {
 		fmt.Fprintf(w, "  patrol endpoint  %s  (dispatches: http://%s/patrol/dispatches)\n", cfg.PatrolURL, cfg.HTTP)
 	} else {

@@ -105,13 +105,13 @@ func ParseURL(s string) (Config, error) {
 		Replication: Replication{Strategy: "SimpleStrategy", Factor: 1}}
 	u, err := url.Parse(s)
 	if err != nil {
-		return c, fmt.Errorf("cassandra store %q: %w", redact(s), err)
+		return c, fmt.Errorf("cassandra store %q: %w", Redact(s), err)
 	}
 	if u.Scheme != Scheme {
-		return c, fmt.Errorf("cassandra store %q: scheme must be cassandra://", redact(s))
+		return c, fmt.Errorf("cassandra store %q: scheme must be cassandra://", Redact(s))
 	}
 	fail := func(format string, a ...any) (Config, error) {
-		return c, fmt.Errorf("cassandra store %q: %s", redact(s), fmt.Sprintf(format, a...))
+		return c, fmt.Errorf("cassandra store %q: %s", Redact(s), fmt.Sprintf(format, a...))
 	}
 	if u.User != nil {
 		c.Username = u.User.Username()
@@ -200,8 +200,8 @@ func parseReplication(v string) (Replication, error) {
 	return r, nil
 }
 
-// redact hides a password in a store setting for error messages.
-func redact(s string) string {
+// Redact hides the password of a store setting, for logs and errors.
+func Redact(s string) string {
 	u, err := url.Parse(s)
 	if err != nil || u.User == nil {
 		return s
