@@ -66,14 +66,15 @@ func Etcd(cfg *config.Config) (*clientv3.Client, error) {
 // OpenStore opens the configured store. A SQLite file (and its directory)
 // is created and migrated as needed; a Cassandra keyspace is created and
 // migrated only with migrate (acu setup, acu-dev), and otherwise checked to
-// be at this build's schema version.
-func OpenStore(ctx context.Context, cfg *config.Config, migrate bool) (store.Store, error) {
+// be at this build's schema version. log (nil: none) gets the Cassandra
+// driver's own messages.
+func OpenStore(ctx context.Context, cfg *config.Config, migrate bool, log *slog.Logger) (store.Store, error) {
 	if cfg.IsCassandra() {
 		cc, err := cfg.Cassandra()
 		if err != nil {
 			return nil, err
 		}
-		return cassandra.Open(ctx, cc, cassandra.Options{Migrate: migrate})
+		return cassandra.Open(ctx, cc, cassandra.Options{Migrate: migrate, Logger: log})
 	}
 	path, err := cfg.SQLitePath()
 	if err != nil {
@@ -83,6 +84,28 @@ func OpenStore(ctx context.Context, cfg *config.Config, migrate bool) (store.Sto
 		return nil, fmt.Errorf("creating store directory: %w", err)
 	}
 	return sqlite.Open(ctx, path)
+}
+
+// OpenStoreWaiting opens the store as OpenStore does (without migrating)
+// and, while the store cannot be reached, waits and tries again (1 s
+// doubling to 30 s, each failure logged) until ctx ends: a service started
+// before its Cassandra is up starts once it is. A schema the build cannot
+// use (no keyspace yet: run acu setup) is returned at once.
+func OpenStoreWaiting(ctx context.Context, cfg *config.Config, log *slog.Logger) (store.Store, error) {
+	delay := time.Second
+	for attempt := 1; ; attempt++ {
+		st, err := OpenStore(ctx, cfg, false, log)
+		if err == nil || errors.Is(err, cassandra.ErrSchema) || !cfg.IsCassandra() {
+			return st, err
+		}
+		log.Warn("store unreachable; retrying", "attempt", attempt, "retry_in", delay, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("opening the store: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
 }
 
 // Ingest runs the alert service until ctx ends.

@@ -56,7 +56,7 @@ func Setup(ctx context.Context, cfg *config.Config, o SetupOptions, tc client.Cl
 	if err := RegisterSearchAttributes(ctx, tc, cfg.Namespace, log); err != nil {
 		return err
 	}
-	st, err := OpenStore(ctx, cfg, true)
+	st, err := OpenStore(ctx, cfg, true, log)
 	if err != nil {
 		return fmt.Errorf("store schema: %w", err)
 	}

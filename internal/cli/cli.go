@@ -215,7 +215,7 @@ func startService(ctx context.Context, name string, args []string, env Env, need
 		s.closers = append(s.closers, func() { _ = ec.Close() })
 	}
 	if needStore {
-		if st, err = app.OpenStore(ctx, &s.cfg, false); err != nil {
+		if st, err = app.OpenStoreWaiting(ctx, &s.cfg, s.log); err != nil {
 			return nil, nil, nil, nil, err
 		}
 		s.closers = append(s.closers, func() { _ = st.Close() })

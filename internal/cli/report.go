@@ -75,7 +75,7 @@ func runReport(ctx context.Context, args []string, env Env) error {
 	}); err != nil {
 		return err
 	}
-	st, err := app.OpenStore(ctx, &cfg, false)
+	st, err := app.OpenStore(ctx, &cfg, false, nil)
 	if err != nil {
 		return err
 	}

@@ -46,7 +46,7 @@ func TestAnalyticsSpeed(t *testing.T) {
 	if u := os.Getenv("ACU_ANALYTICS_STORE"); u != "" {
 		cfg.Store = u
 	}
-	st, err := app.OpenStore(ctx, &cfg, true)
+	st, err := app.OpenStore(ctx, &cfg, true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -147,7 +147,7 @@ func Run(ctx context.Context, o Options) (err error) {
 			}
 		}
 	}
-	if s.Store, err = app.OpenStore(ctx, cfg, true); err != nil {
+	if s.Store, err = app.OpenStore(ctx, cfg, true, log); err != nil {
 		return err
 	}
 	cleanups = append(cleanups, func() { _ = s.Store.Close() })

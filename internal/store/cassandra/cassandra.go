@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"regexp"
@@ -232,20 +233,35 @@ type Options struct {
 	// setup, acu-dev). Without it Open only checks that the schema is
 	// current and tells to run acu setup if not.
 	Migrate bool
+	// Logger receives gocql's own messages (connections lost and found) as
+	// warnings; nil drops them.
+	Logger *slog.Logger
 }
+
+// gocqlLogger hands gocql's messages to slog.
+type gocqlLogger struct{ log *slog.Logger }
+
+func (l gocqlLogger) Print(v ...any) { l.log.Warn(strings.TrimSpace(fmt.Sprint(v...))) }
+func (l gocqlLogger) Printf(format string, v ...any) {
+	l.log.Warn(strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+func (l gocqlLogger) Println(v ...any) { l.log.Warn(strings.TrimSpace(fmt.Sprintln(v...))) }
 
 // Open connects to the cluster and checks (or migrates) the schema.
 func Open(ctx context.Context, cfg Config, opt Options) (*Store, error) {
 	if opt.Migrate {
-		if err := migrate(ctx, cfg); err != nil {
+		if err := migrate(ctx, cfg, opt.Logger); err != nil {
 			return nil, err
 		}
 	}
-	cl := cluster(cfg)
+	cl := cluster(cfg, opt.Logger)
 	cl.Keyspace = cfg.Keyspace
 	session, err := cl.CreateSession()
 	if err != nil {
-		return nil, fmt.Errorf("connecting to Cassandra %v keyspace %s: %w (if the keyspace does not exist yet, run acu setup)", cfg.Hosts, cfg.Keyspace, err)
+		if missing, _ := keyspaceMissing(ctx, cfg, opt.Logger); missing {
+			return nil, fmt.Errorf("keyspace %s does not exist: run acu setup: %w", cfg.Keyspace, ErrSchema)
+		}
+		return nil, fmt.Errorf("connecting to Cassandra %v keyspace %s: %w", cfg.Hosts, cfg.Keyspace, err)
 	}
 	s := &Store{cfg: cfg, session: session, serial: gocql.Serial}
 	if cfg.LocalDC != "" && (cfg.Consistency == gocql.LocalQuorum || cfg.Consistency == gocql.LocalOne) {
@@ -258,9 +274,34 @@ func Open(ctx context.Context, cfg Config, opt Options) (*Store, error) {
 	return s, nil
 }
 
+// ErrSchema is wrapped by Open's errors about a keyspace or schema this
+// build cannot use as is (missing, older: run acu setup; newer: upgrade).
+// Waiting does not mend them; connection errors may.
+var ErrSchema = errors.New("schema not usable by this build")
+
+// keyspaceMissing tells whether the cluster answers without cfg's keyspace.
+func keyspaceMissing(ctx context.Context, cfg Config, log *slog.Logger) (bool, error) {
+	session, err := cluster(cfg, log).CreateSession()
+	if err != nil {
+		return false, err
+	}
+	defer session.Close()
+	var name string
+	err = session.Query(`SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?`, cfg.Keyspace).
+		WithContext(ctx).Scan(&name)
+	if errors.Is(err, gocql.ErrNotFound) {
+		return true, nil
+	}
+	return false, err
+}
+
 // cluster is the gocql configuration of cfg, without a keyspace.
-func cluster(cfg Config) *gocql.ClusterConfig {
+func cluster(cfg Config, log *slog.Logger) *gocql.ClusterConfig {
 	cl := gocql.NewCluster(cfg.Hosts...)
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cl.Logger = gocqlLogger{log.With("component", "gocql")}
 	cl.Consistency = cfg.Consistency
 	cl.SerialConsistency = gocql.Serial
 	cl.Timeout = cfg.Timeout

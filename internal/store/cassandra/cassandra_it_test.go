@@ -4,6 +4,7 @@ package cassandra
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -58,8 +59,20 @@ func arrived(t *testing.T, s *Store, after, upTo int64) map[string]event.Result 
 func TestMigrateConcurrentlyOnRealCassandra(t *testing.T) {
 	cfg := itConfig(t, "")
 	ctx := context.Background()
-	if _, err := Open(ctx, cfg, Options{}); err == nil || !strings.Contains(err.Error(), "acu setup") {
-		t.Fatalf("open before setup: %v, want a hint to run acu setup", err)
+	if _, err := Open(ctx, cfg, Options{}); !errors.Is(err, ErrSchema) || !strings.Contains(err.Error(), "acu setup") {
+		t.Fatalf("open before setup: %v, want ErrSchema and a hint to run acu setup", err)
+	}
+	// A keyspace made by hand, without acu's schema: the same.
+	bare, err := cluster(cfg, nil).CreateSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bare.Close()
+	if err := bare.Query(`CREATE KEYSPACE ` + cfg.Keyspace + ` WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}`).Exec(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, cfg, Options{}); !errors.Is(err, ErrSchema) || !strings.Contains(err.Error(), "acu setup") {
+		t.Fatalf("open of a keyspace without acu's schema: %v, want ErrSchema and a hint to run acu setup", err)
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, 4)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/gocql/gocql"
@@ -147,8 +148,8 @@ func SchemaVersion() int { return len(migrations) }
 
 // migrate creates the keyspace (with cfg's replication) and applies the
 // missing migrations, then records the version.
-func migrate(ctx context.Context, cfg Config) error {
-	cl := cluster(cfg)
+func migrate(ctx context.Context, cfg Config, log *slog.Logger) error {
+	cl := cluster(cfg, log)
 	// Schema changes and the version record want every node to agree.
 	session, err := cl.CreateSession()
 	if err != nil {
@@ -250,14 +251,19 @@ func readVersion(ctx context.Context, session *gocql.Session, ks string) (int, e
 // the one this build needs.
 func (s *Store) checkVersion(ctx context.Context) error {
 	v, err := readVersion(ctx, s.session, s.cfg.Keyspace)
+	var re gocql.RequestError
+	if errors.As(err, &re) && re.Code() == gocql.ErrCodeInvalid {
+		// No schema_version table: the keyspace was not made by acu setup.
+		return fmt.Errorf("keyspace %s has no acu schema (%v): run acu setup: %w", s.cfg.Keyspace, err, ErrSchema)
+	}
 	if err != nil {
-		return fmt.Errorf("%w (has acu setup created the schema?)", err)
+		return err
 	}
 	switch {
 	case v < len(migrations):
-		return fmt.Errorf("keyspace %s has schema version %d, this build needs %d: run acu setup", s.cfg.Keyspace, v, len(migrations))
+		return fmt.Errorf("keyspace %s has schema version %d, this build needs %d: run acu setup: %w", s.cfg.Keyspace, v, len(migrations), ErrSchema)
 	case v > len(migrations):
-		return fmt.Errorf("keyspace %s has schema version %d, newer than this build's %d: upgrade acu", s.cfg.Keyspace, v, len(migrations))
+		return fmt.Errorf("keyspace %s has schema version %d, newer than this build's %d: upgrade acu: %w", s.cfg.Keyspace, v, len(migrations), ErrSchema)
 	}
 	return nil
 }
