@@ -51,8 +51,9 @@ const DefaultPort = 9042
 //     it); with local_quorum, lightweight transactions use LOCAL_SERIAL.
 //   - timeout: per request (default 10s).
 //   - settle: how far the analytics' arrival mark trails the clock (default
-//     30s); it must exceed clock skew between archivers and workers plus the
-//     servers' write timeout.
+//     30s). A write attempt gives up after half of it; the other half must
+//     cover the clock skew between archivers and workers and the servers'
+//     write timeout.
 type Config struct {
 	Hosts       []string
 	Keyspace    string
