@@ -40,9 +40,9 @@ gotest() {
 custom=
 for a in "$@"; do case "$a" in -run | -run=*) custom=1 ;; esac; done
 if [ -n "$custom" ]; then
-	gotest "$@" ./integration/ ./internal/store/cassandra/ ./internal/dev/
+	gotest "$@" ./integration/ ./internal/store/cassandra/ ./internal/dev/ ./workflows/
 	exit
 fi
-gotest -run Real "$@" ./integration/ ./internal/store/cassandra/ ./internal/dev/
+gotest -run Real "$@" ./integration/ ./internal/store/cassandra/ ./internal/dev/ ./workflows/
 # Last and alone: the test that stops and restarts the Cassandra node.
 ACU_IT_SERVERS="$PWD/deploy/local/servers.sh" gotest -run '^TestArchiveSurvivesCassandraRestartReal$' "$@" ./integration/
