@@ -19,6 +19,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,6 +54,7 @@ func Run(t *testing.T, b Backend) {
 		{"FollowUpResults", testFollowUpResults},
 		{"Deployments", testDeployments},
 		{"Analytics", testAnalytics},
+		{"AnalyticsRace", testAnalyticsRace},
 		{"Close", testClose},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.run(t, b) })
@@ -897,6 +899,54 @@ func testDeployments(t *testing.T, b Backend) {
 
 // testAnalytics: the analytics state and reports, and the conditional save
 // that lets one run at a time move the watermark on.
+// testAnalyticsRace: runs that planned from the same watermark save at
+// once (a manual run beside the scheduled one, on several workers): exactly
+// one wins, the others get ErrStale, and the stored state is the winner's.
+func testAnalyticsRace(t *testing.T, b Backend) {
+	ctx := t.Context()
+	s := b.open(t)
+	for round, from := range []int64{0, 100} {
+		const runners = 6
+		errs := make([]error, runners)
+		var wg sync.WaitGroup
+		for i := range runners {
+			wg.Go(func() {
+				run := fmt.Sprintf("race-%d-%d", round, i)
+				errs[i] = s.SaveAnalytics(ctx, run, from, []byte(run), 100*int64(round+1), []byte("report of "+run), t0)
+			})
+		}
+		wg.Wait()
+		winner := -1
+		for i, err := range errs {
+			switch {
+			case err == nil && winner >= 0:
+				t.Errorf("round %d: runs %d and %d both saved from %d", round, winner, i, from)
+			case err == nil:
+				winner = i
+			case !errors.Is(err, store.ErrStale):
+				t.Errorf("round %d: run %d: %v, want ErrStale", round, i, err)
+			}
+		}
+		if winner < 0 {
+			t.Fatalf("round %d: no run saved from %d", round, from)
+		}
+		want := fmt.Sprintf("race-%d-%d", round, winner)
+		if st, ok, err := s.AnalyticsState(ctx); err != nil || !ok || string(st) != want {
+			t.Errorf("round %d: state %q, %v, %v; want the winner's %q", round, st, ok, err, want)
+		}
+		if r, ok, err := s.LatestReport(ctx); err != nil || !ok || string(r) != "report of "+want {
+			t.Errorf("round %d: latest report %q, %v, %v; want the winner's", round, r, ok, err)
+		}
+		for i := range runners {
+			run := fmt.Sprintf("race-%d-%d", round, i)
+			_, ok, err := s.RunReport(ctx, run)
+			if err != nil || ok != (i == winner) {
+				t.Errorf("round %d: RunReport(%s) = %v, %v; want a report only for the winner", round, run, ok, err)
+			}
+		}
+	}
+}
+
 func testAnalytics(t *testing.T, b Backend) {
 	ctx := t.Context()
 	s := b.open(t)
