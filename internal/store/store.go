@@ -79,7 +79,9 @@ type Store interface {
 	// window, by timestamp then identity.
 	FollowUpResults(ctx context.Context, w FollowUpWindow) ([]Result, error)
 
-	// PutDeployment writes a deployment's report (the latest write wins).
+	// PutDeployment writes a deployment's report. Its workflow writes the
+	// steps in order and the latest write wins; a backend whose writes are
+	// ordered by the writers' clocks (Cassandra) orders them by step first.
 	PutDeployment(ctx context.Context, d Deployment) error
 	GetDeployment(ctx context.Context, workflowID string) (Deployment, bool, error)
 	Deployments(ctx context.Context) ([]Deployment, error)

@@ -96,7 +96,7 @@ func (r Replication) CQL() string {
 }
 
 var (
-	identRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,47}$`)
+	identRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,47}$`)
 	dcRE    = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 )
 
@@ -107,6 +107,11 @@ func ParseURL(s string) (Config, error) {
 		Replication: Replication{Strategy: "SimpleStrategy", Factor: 1}}
 	u, err := url.Parse(s)
 	if err != nil {
+		// url.Error repeats the raw URL, password included: keep its reason.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return c, fmt.Errorf("cassandra store %q: %w", Redact(s), err)
 	}
 	if u.Scheme != Scheme {
@@ -137,7 +142,7 @@ func ParseURL(s string) (Config, error) {
 	}
 	c.Keyspace = strings.TrimPrefix(u.Path, "/")
 	if !identRE.MatchString(c.Keyspace) {
-		return fail("keyspace %q must be a letter then letters, digits or _ (at most 48)", c.Keyspace)
+		return fail("keyspace %q must be a lowercase letter then lowercase letters, digits or _ (at most 48)", c.Keyspace)
 	}
 	q := u.Query()
 	for k := range q {
@@ -159,6 +164,9 @@ func ParseURL(s string) (Config, error) {
 			return fail("local_dc %q", v)
 		}
 		c.LocalDC = v
+	}
+	if (c.Consistency == gocql.LocalQuorum || c.Consistency == gocql.LocalOne) && c.LocalDC == "" {
+		return fail("consistency %v needs local_dc (the data centre whose nodes are local)", c.Consistency)
 	}
 	if v := q.Get("replication"); v != "" {
 		r, err := parseReplication(v)
@@ -205,7 +213,23 @@ func parseReplication(v string) (Replication, error) {
 // Redact hides the password of a store setting, for logs and errors.
 func Redact(s string) string {
 	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
+	if err != nil {
+		// Unparsable: cut what sits between "://" and the last "@" of the
+		// authority.
+		scheme, rest, ok := strings.Cut(s, "://")
+		if !ok {
+			return s
+		}
+		auth, path, _ := strings.Cut(rest, "/")
+		if i := strings.LastIndex(auth, "@"); i >= 0 {
+			auth = "xxxxx" + auth[i:]
+		}
+		if strings.Contains(rest, "/") {
+			return scheme + "://" + auth + "/" + path
+		}
+		return scheme + "://" + auth
+	}
+	if u.User == nil {
 		return s
 	}
 	if _, ok := u.User.Password(); ok {

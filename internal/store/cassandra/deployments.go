@@ -29,12 +29,33 @@ func fromMS(ms *int64) time.Time {
 	return time.UnixMilli(*ms).UTC()
 }
 
-// PutDeployment writes a deployment's report; the latest write wins.
+// statusRank orders a deployment's statuses as its workflow sets them.
+var statusRank = map[string]int64{
+	store.StatusDispatching:    0,
+	store.StatusDispatched:     1,
+	store.StatusNotifyRejected: 1,
+	store.StatusFollowingUp:    2,
+	store.StatusRecovered:      3,
+	store.StatusStillFailing:   3,
+	store.StatusNoAttempt:      3,
+}
+
+// deploymentTimestamp is the cell timestamp of a deployment write: its
+// status's rank above the clock (2^53 µs is some 285 years), so a later
+// step wins even when the worker that wrote the earlier one has a clock a
+// little ahead; within a step the later write wins.
+func deploymentTimestamp(status string) int64 {
+	return statusRank[status]<<53 + time.Now().UnixMicro()
+}
+
+// PutDeployment writes a deployment's report: a later step of the workflow
+// wins over an earlier one, whatever the workers' clocks; a retry of a step
+// wins over its first attempt.
 func (s *Store) PutDeployment(ctx context.Context, d store.Deployment) error {
 	err := s.session.Query(`INSERT INTO deployments (`+deploymentCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		d.WorkflowID, d.EventID, d.StudentID, d.ExerciseID, d.Metric, d.Threshold, d.Latitude, d.Longitude,
 		msOrNull(d.FailedAt), d.Status, msOrNull(d.DispatchedAt), msOrNull(d.FollowUpAt), d.FollowUpResults, msOrNull(d.UpdatedAt)).
-		WithContext(ctx).Idempotent(true).Exec()
+		WithContext(ctx).WithTimestamp(deploymentTimestamp(d.Status)).Idempotent(true).Exec()
 	if err != nil {
 		return fmt.Errorf("recording deployment %s: %w", d.WorkflowID, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -42,6 +43,69 @@ func shardOf(id string) int8 {
 	return int8(h.Sum32() % shards)
 }
 
+// idBuckets is the number of results_by_id partitions (fixed by the schema).
+const idBuckets = 1024
+
+// bucketOf is an identity's results_by_id partition.
+func bucketOf(id string) int16 {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	return int16(h.Sum64() % idBuckets)
+}
+
+// canon is an identity's canonical attempt, as results_by_id holds it.
+type canon struct {
+	exercise, student string
+	ts                time.Time
+	arrival           int64
+}
+
+// agrees tells whether a row with this content key is the canonical one.
+func (c canon) agrees(exercise, student string, ts time.Time) bool {
+	return c.exercise == exercise && c.student == student && c.ts.Equal(ts)
+}
+
+// canonicals looks up the canonical attempts of ids (missing: not yet
+// complete), with one IN query per bucket and at most batchRows ids.
+func (s *Store) canonicals(ctx context.Context, ids []string) (map[string]canon, error) {
+	byBucket := map[int16][]string{}
+	for _, id := range ids {
+		b := bucketOf(id)
+		byBucket[b] = append(byBucket[b], id)
+	}
+	out := make(map[string]canon, len(ids))
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(inFlight)
+	for b, bids := range byBucket {
+		slices.Sort(bids)
+		bids = slices.Compact(bids)
+		for chunk := range slices.Chunk(bids, batchRows) {
+			g.Go(func() error {
+				iter := s.session.Query(`SELECT id, exercise_id, student_id, ts, arrival FROM results_by_id WHERE bucket = ? AND id IN ?`,
+					b, chunk).WithContext(gctx).Iter()
+				var id string
+				var c canon
+				found := make(map[string]canon, len(chunk))
+				for iter.Scan(&id, &c.exercise, &c.student, &c.ts, &c.arrival) {
+					found[id] = c
+				}
+				if err := iter.Close(); err != nil {
+					return fmt.Errorf("reading canonical results: %w", err)
+				}
+				mu.Lock()
+				maps.Copy(out, found)
+				mu.Unlock()
+				return nil
+			})
+		}
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // dayOf is the day of a result's timestamp, in days since the epoch.
 func dayOf(ts time.Time) int32 {
 	ms := ts.UnixMilli()
@@ -64,22 +128,28 @@ func floorDiv(a, b int64) int64 {
 // new identities from re-deliveries would cost a read per result.
 //
 // Each attempt (up to attemptRows results) gets one arrival stamp
-// (microseconds, increasing in this process) and writes, in this order:
+// (microseconds, increasing in this process) and writes, in this order, each
+// step only once the previous one is acknowledged:
 //  1. the index rows: arrival_minutes and exercise_days (once per process
 //     each, cached) and one results_by_arrival row per result;
-//  2. only once all of those are acknowledged, the canonical rows
-//     (results_by_exercise, results_by_student) with the cell timestamp
-//     invertedBase-arrival, so the earliest arrival of an identity wins.
+//  2. the query rows, results_by_exercise and results_by_student;
+//  3. the arbiter row, results_by_id.
 //
-// The analytics count an identity at the results_by_arrival row whose
-// arrival equals its canonical arrival. Because of the order, that row
-// exists whenever a canonical row does, whichever attempt wrote it; a
-// re-delivery or a retry of a half-written batch only adds arrival rows that
-// are not canonical. The whole attempt must finish within half the settle
-// margin after its stamp (its context deadline), so that the analytics,
-// which read arrivals only once they are older than the margin, never read a
-// minute that can still get a canonical row. A retry after a failure is a new
-// attempt with a new stamp.
+// Steps 2 and 3 carry the cell timestamp invertedBase-arrival, so the
+// earliest arrival of an identity wins in each table whatever order the
+// writes land in. The identity's canonical attempt is the one results_by_id
+// holds: the analytics count it at that attempt's results_by_arrival row and
+// read it from that attempt's (exercise, day) partition, and every read keeps
+// only rows that agree with it — so an identity is counted and returned
+// once even when a redelivery carries another exercise or timestamp. Because
+// of the order, a complete attempt's rows all exist; a redelivery or the
+// retry of a half-written batch only adds rows that do not agree.
+//
+// The whole attempt must finish within half the settle margin after its
+// stamp (its context deadline), so that the analytics, which read arrivals
+// only once they are older than the margin, never read a minute that can
+// still get a canonical row. A retry after a failure is a new attempt with a
+// new stamp.
 func (s *Store) PutResults(ctx context.Context, rs []event.Result) (int, error) {
 	if len(rs) == 0 {
 		return 0, nil
@@ -121,7 +191,13 @@ func (s *Store) attempt(ctx context.Context, rs []*event.Result) error {
 	if err := s.putIndex(ctx, rs, arrival); err != nil {
 		return fmt.Errorf("index rows: %w", err)
 	}
-	return s.putCanonical(ctx, rs, arrival)
+	if err := s.putQueryRows(ctx, rs, arrival); err != nil {
+		return err
+	}
+	return s.exec(ctx, groupBy(rs, func(r *event.Result) string { return fmt.Sprint(bucketOf(r.ID)) }), invertedBase-arrival,
+		insertByID, func(r *event.Result) []any {
+			return []any{bucketOf(r.ID), r.ID, r.ExerciseID, r.StudentID, r.Timestamp, arrival}
+		})
 }
 
 // group collects the rows of one partition.
@@ -184,6 +260,7 @@ const (
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	insertByStudent = `INSERT INTO results_by_student (student_id, exercise_id, ts, id, event_id, latitude, longitude, metric, arrival)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	insertByID = `INSERT INTO results_by_id (bucket, id, exercise_id, student_id, ts, arrival) VALUES (?, ?, ?, ?, ?, ?)`
 )
 
 func (s *Store) putIndex(ctx context.Context, rs []*event.Result, arrival int64) error {
@@ -223,7 +300,7 @@ func (s *Store) putIndex(ctx context.Context, rs []*event.Result, arrival int64)
 	return nil
 }
 
-func (s *Store) putCanonical(ctx context.Context, rs []*event.Result, arrival int64) error {
+func (s *Store) putQueryRows(ctx context.Context, rs []*event.Result, arrival int64) error {
 	ts := invertedBase - arrival
 	g, gctx := errgroup.WithContext(ctx)
 	byExercise := groupBy(rs, func(r *event.Result) string { return fmt.Sprintf("%d/%s", dayOf(r.Timestamp), r.ExerciseID) })
@@ -247,14 +324,38 @@ func (s *Store) FollowUpResults(ctx context.Context, w store.FollowUpWindow) ([]
 	iter := s.session.Query(`SELECT ts, id, event_id, latitude, longitude, metric FROM results_by_student
 		WHERE student_id = ? AND exercise_id = ? AND ts > ? AND ts <= ?`,
 		w.StudentID, w.ExerciseID, w.After, w.Until).WithContext(ctx).PageSize(1000).Iter()
-	var out []event.Result
+	var rows []event.Result
 	r := event.Result{StudentID: w.StudentID, ExerciseID: w.ExerciseID}
 	for iter.Scan(&r.Timestamp, &r.ID, &r.EventID, &r.Latitude, &r.Longitude, &r.Metric) {
 		r.Timestamp = r.Timestamp.UTC()
-		out = append(out, r)
+		rows = append(rows, r)
 	}
 	if err := iter.Close(); err != nil {
 		return nil, fmt.Errorf("reading follow-up results of %s on %s: %w", w.StudentID, w.ExerciseID, err)
+	}
+	return s.keepCanonical(ctx, rows)
+}
+
+// keepCanonical keeps the rows that agree with their identity's canonical
+// attempt (a redelivery with another timestamp left a row of its own).
+func (s *Store) keepCanonical(ctx context.Context, rows []event.Result) ([]event.Result, error) {
+	if len(rows) == 0 {
+		return rows, nil
+	}
+	ids := make([]string, len(rows))
+	for i := range rows {
+		ids[i] = rows[i].ID
+	}
+	cs, err := s.canonicals(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := rows[:0]
+	for _, r := range rows {
+		c, ok := cs[r.ID]
+		if ok && c.agrees(r.ExerciseID, r.StudentID, r.Timestamp) {
+			out = append(out, r)
+		}
 	}
 	return out, nil
 }
@@ -383,37 +484,37 @@ func (s *Store) minuteResults(ctx context.Context, minute, after, upTo int64) ([
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	// Keep the arrivals that are canonical, with the canonical content.
+	// Keep the arrivals that are their identity's canonical attempt (at most
+	// one per identity, ever), and read them from that attempt's partition.
+	var ids []string
+	for _, cs := range cands {
+		for _, c := range cs {
+			ids = append(ids, c.id)
+		}
+	}
+	canons, err := s.canonicals(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
 	var out []event.Result
 	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(inFlight)
 	for k, cs := range cands {
+		cs = slices.DeleteFunc(cs, func(c candidate) bool { return canons[c.id].arrival != c.arrival })
 		for chunk := range slices.Chunk(cs, batchRows) {
 			g.Go(func() error {
-				// An identity may have arrived more than once in the minute.
-				type arrivalOf struct {
-					id      string
-					arrival int64
+				ids := make([]string, len(chunk))
+				for i, c := range chunk {
+					ids[i] = c.id
 				}
-				want := make(map[arrivalOf]bool, len(chunk))
-				ids := make([]string, 0, len(chunk))
-				for _, c := range chunk {
-					want[arrivalOf{c.id, c.arrival}] = true
-					ids = append(ids, c.id)
-				}
-				slices.Sort(ids)
-				ids = slices.Compact(ids)
-				iter := s.session.Query(`SELECT id, event_id, ts, student_id, latitude, longitude, metric, arrival
+				iter := s.session.Query(`SELECT id, event_id, ts, student_id, latitude, longitude, metric
 					FROM results_by_exercise WHERE exercise_id = ? AND day = ? AND id IN ?`, k.exercise, k.day, ids).
 					WithContext(gctx).Iter()
 				r := event.Result{ExerciseID: k.exercise}
-				var arrival int64
-				var found []event.Result
-				for iter.Scan(&r.ID, &r.EventID, &r.Timestamp, &r.StudentID, &r.Latitude, &r.Longitude, &r.Metric, &arrival) {
-					if want[arrivalOf{r.ID, arrival}] {
-						r.Timestamp = r.Timestamp.UTC()
-						found = append(found, r)
-					}
+				found := make([]event.Result, 0, len(chunk))
+				for iter.Scan(&r.ID, &r.EventID, &r.Timestamp, &r.StudentID, &r.Latitude, &r.Longitude, &r.Metric) {
+					r.Timestamp = r.Timestamp.UTC()
+					found = append(found, r)
 				}
 				if err := iter.Close(); err != nil {
 					return fmt.Errorf("reading results of %s on day %d: %w", k.exercise, k.day, err)
@@ -432,7 +533,9 @@ func (s *Store) minuteResults(ctx context.Context, minute, after, upTo int64) ([
 }
 
 // ExerciseResults calls fn with the exercise's results whose canonical
-// arrival is at or below upTo, day by day, in pages of at most pageSize.
+// attempt is in this exercise and day and arrived at or below upTo, day by
+// day, in pages of at most pageSize (each page checked against results_by_id
+// in one batch of lookups).
 func (s *Store) ExerciseResults(ctx context.Context, exerciseID string, upTo int64, pageSize int, fn func([]event.Result) error) error {
 	if pageSize <= 0 {
 		pageSize = 10_000
@@ -446,37 +549,54 @@ func (s *Store) ExerciseResults(ctx context.Context, exerciseID string, upTo int
 	if err := iter.Close(); err != nil {
 		return fmt.Errorf("listing the days of %s: %w", exerciseID, err)
 	}
-	page := make([]event.Result, 0, pageSize)
-	flush := func() error {
-		if len(page) == 0 {
-			return nil
-		}
-		err := fn(page)
-		page = make([]event.Result, 0, pageSize)
-		return err
-	}
 	for _, day := range days {
-		iter := s.session.Query(`SELECT id, event_id, ts, student_id, latitude, longitude, metric, arrival
+		// The row of this partition counts if the canonical attempt is in
+		// it; its content is the partition's (the earliest write there).
+		keep := func(c canon) bool {
+			return c.exercise == exerciseID && dayOf(c.ts) == day && c.arrival <= upTo
+		}
+		flush := func(rows []event.Result) error {
+			ids := make([]string, len(rows))
+			for i := range rows {
+				ids[i] = rows[i].ID
+			}
+			cs, err := s.canonicals(ctx, ids)
+			if err != nil {
+				return err
+			}
+			page := slices.DeleteFunc(rows, func(r event.Result) bool {
+				c, ok := cs[r.ID]
+				return !ok || !keep(c)
+			})
+			if len(page) == 0 {
+				return nil
+			}
+			return fn(page)
+		}
+		iter := s.session.Query(`SELECT id, event_id, ts, student_id, latitude, longitude, metric
 			FROM results_by_exercise WHERE exercise_id = ? AND day = ?`, exerciseID, day).
 			WithContext(ctx).PageSize(pageSize).Iter()
+		rows := make([]event.Result, 0, pageSize)
 		r := event.Result{ExerciseID: exerciseID}
-		var arrival int64
-		for iter.Scan(&r.ID, &r.EventID, &r.Timestamp, &r.StudentID, &r.Latitude, &r.Longitude, &r.Metric, &arrival) {
-			if arrival > upTo {
-				continue
-			}
+		for iter.Scan(&r.ID, &r.EventID, &r.Timestamp, &r.StudentID, &r.Latitude, &r.Longitude, &r.Metric) {
 			r.Timestamp = r.Timestamp.UTC()
-			page = append(page, r)
-			if len(page) == pageSize {
-				if err := flush(); err != nil {
+			rows = append(rows, r)
+			if len(rows) == pageSize {
+				if err := flush(rows); err != nil {
 					_ = iter.Close()
 					return err
 				}
+				rows = make([]event.Result, 0, pageSize)
 			}
 		}
 		if err := iter.Close(); err != nil {
 			return fmt.Errorf("reading results of %s on day %d: %w", exerciseID, day, err)
 		}
+		if len(rows) > 0 {
+			if err := flush(rows); err != nil {
+				return err
+			}
+		}
 	}
-	return flush()
+	return nil
 }

@@ -41,10 +41,10 @@ var migrations = [][]string{
 			ts          timestamp,
 			PRIMARY KEY ((minute, shard), arrival, id)
 		) WITH ID = %[2]s`,
-		// The canonical copy of each identity, by exercise and day of its
-		// timestamp (days since the Unix epoch): analytics rebuilds read an
-		// exercise whole; arrival is the canonical (earliest) arrival.
-		// Written with inverted cell timestamps: the earliest arrival wins.
+		// Results by exercise and day of their timestamp (days since the Unix
+		// epoch): analytics rebuilds read an exercise whole, the incremental
+		// reads fetch their content here. Inverted cell timestamps: the
+		// earliest arrival wins; arrival is that write's.
 		`CREATE TABLE IF NOT EXISTS %[1]s.results_by_exercise (
 			exercise_id text,
 			day         int,
@@ -57,6 +57,21 @@ var migrations = [][]string{
 			metric      double,
 			arrival     bigint,
 			PRIMARY KEY ((exercise_id, day), id)
+		) WITH ID = %[2]s`,
+		// The arbiter: one row per identity, written last by each attempt,
+		// with inverted cell timestamps, so it holds the content key
+		// (exercise, student, timestamp) and arrival of the earliest
+		// complete attempt. An identity is counted, and read back, only where
+		// it agrees. Partitioned by a hash of the identity (bucketOf), so that
+		// lookups of many identities go as a few single-partition IN queries.
+		`CREATE TABLE IF NOT EXISTS %[1]s.results_by_id (
+			bucket      smallint,
+			id          text,
+			exercise_id text,
+			student_id  text,
+			ts          timestamp,
+			arrival     bigint,
+			PRIMARY KEY (bucket, id)
 		) WITH ID = %[2]s`,
 		// The days each exercise has results on.
 		`CREATE TABLE IF NOT EXISTS %[1]s.exercise_days (

@@ -47,6 +47,10 @@ func TestParseURL(t *testing.T) {
 		"cassandra://h/acu?settle=soon":                  "settle",
 		"cassandra://h/acu?consistancy=one":              "unknown parameter",
 		"cassandra://u:secret@h/acu?timeout=x":           "xxxxx",
+		"cassandra://u:secret@h1:9042,h2:x/acu":          "invalid port",
+		"cassandra://u:sec%zzret@h/acu":                  "escape",
+		"cassandra://h/MyKeyspace":                       "lowercase",
+		"cassandra://h/acu?consistency=local_quorum":     "local_dc",
 	} {
 		_, err := ParseURL(in)
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -132,14 +132,27 @@ func gen(prefix string, n int) []store.Result {
 	return rs
 }
 
-// variant is a redelivery of r's identity with other content (metric and
-// position), so that a store keeping a later write instead of the first one
-// shows it.
+// variant is a redelivery of r's identity with other content: metric and
+// position, and also another exercise, student and day (the same identity
+// is the same event, whatever a later record says), so that a store keeping
+// a later write, or keeping both, shows it.
 func variant(r store.Result) store.Result {
 	r.Metric += 1000
 	r.Latitude += 0.5
 	r.Longitude -= 0.5
+	r.ExerciseID = otherOf(r.ExerciseID, "ex-", 3)
+	r.StudentID = otherOf(r.StudentID, "s-", 5)
+	r.Timestamp = r.Timestamp.Add(25 * time.Hour)
 	return r
+}
+
+// otherOf maps prefix-i to prefix-((i+1)%n), anything else to prefix-0.
+func otherOf(v, prefix string, n int) string {
+	var i int
+	if _, err := fmt.Sscanf(v, prefix+"%d", &i); err != nil {
+		return prefix + "0"
+	}
+	return fmt.Sprintf("%s%d", prefix, (i+1)%n)
 }
 
 func variants(rs []store.Result) []store.Result {
