@@ -141,7 +141,7 @@ func TestArchiveThroughputRealServers(t *testing.T) {
 }
 
 // bareLoop writes each result's rows (arrival index, by exercise, by
-// student) with single-row INSERTs from 64 goroutines.
+// student, by identity) with single-row INSERTs from 64 goroutines.
 func bareLoop(t *testing.T, s *gocql.Session, rs []event.Result) {
 	t.Helper()
 	const workers = 64
@@ -165,6 +165,8 @@ func bareLoop(t *testing.T, s *gocql.Session, rs []event.Result) {
 						VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.ExerciseID, day, r.ID, r.EventID, r.Timestamp, r.StudentID, r.Latitude, r.Longitude, r.Metric, arrival),
 					s.Query(`INSERT INTO results_by_student (student_id, exercise_id, ts, id, event_id, latitude, longitude, metric, arrival)
 						VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.StudentID, r.ExerciseID, r.Timestamp, r.ID, r.EventID, r.Latitude, r.Longitude, r.Metric, arrival),
+					s.Query(`INSERT INTO results_by_id (bucket, id, exercise_id, student_id, ts, arrival) VALUES (?, ?, ?, ?, ?, ?)`,
+						int16(i%1024), r.ID, r.ExerciseID, r.StudentID, r.Timestamp, arrival),
 				} {
 					if err := q.WithContext(ctx).Exec(); err != nil {
 						return fmt.Errorf("bare loop: %w", err)

@@ -32,7 +32,7 @@ const (
 	// timestamp above it (retention should use TTLs).
 	invertedBase = int64(1) << 60
 	// inFlight bounds the concurrent requests of one call.
-	inFlight = 32
+	inFlight = 64
 	// batchRows bounds the rows of one single-partition batch.
 	batchRows = 100
 )
