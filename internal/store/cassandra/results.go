@@ -56,14 +56,17 @@ func bucketOf(id string) int16 {
 // canon is an identity's canonical attempt, as results_by_id holds it.
 type canon struct {
 	exercise, student string
-	ts                time.Time
+	ts                int64 // Unix ms
 	arrival           int64
 }
 
 // agrees tells whether a row with this content key is the canonical one.
 func (c canon) agrees(exercise, student string, ts time.Time) bool {
-	return c.exercise == exercise && c.student == student && c.ts.Equal(ts)
+	return c.exercise == exercise && c.student == student && c.ts == ts.UnixMilli()
 }
+
+// fromMSUTC is a stored result timestamp as a time.
+func fromMSUTC(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
 
 // canonicals looks up the canonical attempts of ids (missing: not yet
 // complete), with one IN query per bucket and at most batchRows ids.
@@ -107,8 +110,10 @@ func (s *Store) canonicals(ctx context.Context, ids []string) (map[string]canon,
 }
 
 // dayOf is the day of a result's timestamp, in days since the epoch.
-func dayOf(ts time.Time) int32 {
-	ms := ts.UnixMilli()
+func dayOf(ts time.Time) int32 { return dayOfMS(ts.UnixMilli()) }
+
+// dayOfMS is the day of a timestamp in Unix ms.
+func dayOfMS(ms int64) int32 {
 	d := ms / dayMS
 	if ms < 0 && ms%dayMS != 0 {
 		d--
@@ -196,7 +201,7 @@ func (s *Store) attempt(ctx context.Context, rs []*event.Result) error {
 	}
 	return s.exec(ctx, groupBy(rs, func(r *event.Result) string { return fmt.Sprint(bucketOf(r.ID)) }), invertedBase-arrival,
 		insertByID, func(r *event.Result) []any {
-			return []any{bucketOf(r.ID), r.ID, r.ExerciseID, r.StudentID, r.Timestamp, arrival}
+			return []any{bucketOf(r.ID), r.ID, r.ExerciseID, r.StudentID, r.Timestamp.UnixMilli(), arrival}
 		})
 }
 
@@ -288,7 +293,7 @@ func (s *Store) putIndex(ctx context.Context, rs []*event.Result, arrival int64)
 	byShard := groupBy(rs, func(r *event.Result) string { return string(rune('0' + shardOf(r.ID))) })
 	g.Go(func() error {
 		return s.exec(gctx, byShard, 0, insertByArrival, func(r *event.Result) []any {
-			return []any{minute, shardOf(r.ID), arrival, r.ID, r.ExerciseID, r.Timestamp}
+			return []any{minute, shardOf(r.ID), arrival, r.ID, r.ExerciseID, r.Timestamp.UnixMilli()}
 		})
 	})
 	if err := g.Wait(); err != nil {
@@ -307,12 +312,12 @@ func (s *Store) putQueryRows(ctx context.Context, rs []*event.Result, arrival in
 	byStudent := groupBy(rs, func(r *event.Result) string { return r.StudentID + "\x00" + r.ExerciseID })
 	g.Go(func() error {
 		return s.exec(gctx, byExercise, ts, insertByExercise, func(r *event.Result) []any {
-			return []any{r.ExerciseID, dayOf(r.Timestamp), r.ID, r.EventID, r.Timestamp, r.StudentID, r.Latitude, r.Longitude, r.Metric, arrival}
+			return []any{r.ExerciseID, dayOf(r.Timestamp), r.ID, r.EventID, r.Timestamp.UnixMilli(), r.StudentID, r.Latitude, r.Longitude, r.Metric, arrival}
 		})
 	})
 	g.Go(func() error {
 		return s.exec(gctx, byStudent, ts, insertByStudent, func(r *event.Result) []any {
-			return []any{r.StudentID, r.ExerciseID, r.Timestamp, r.ID, r.EventID, r.Latitude, r.Longitude, r.Metric, arrival}
+			return []any{r.StudentID, r.ExerciseID, r.Timestamp.UnixMilli(), r.ID, r.EventID, r.Latitude, r.Longitude, r.Metric, arrival}
 		})
 	})
 	return g.Wait()
@@ -323,11 +328,12 @@ func (s *Store) putQueryRows(ctx context.Context, rs []*event.Result, arrival in
 func (s *Store) FollowUpResults(ctx context.Context, w store.FollowUpWindow) ([]event.Result, error) {
 	iter := s.session.Query(`SELECT ts, id, event_id, latitude, longitude, metric FROM results_by_student
 		WHERE student_id = ? AND exercise_id = ? AND ts > ? AND ts <= ?`,
-		w.StudentID, w.ExerciseID, w.After, w.Until).WithContext(ctx).PageSize(1000).Iter()
+		w.StudentID, w.ExerciseID, w.After.UnixMilli(), w.Until.UnixMilli()).WithContext(ctx).PageSize(1000).Iter()
 	var rows []event.Result
 	r := event.Result{StudentID: w.StudentID, ExerciseID: w.ExerciseID}
-	for iter.Scan(&r.Timestamp, &r.ID, &r.EventID, &r.Latitude, &r.Longitude, &r.Metric) {
-		r.Timestamp = r.Timestamp.UTC()
+	var ms int64
+	for iter.Scan(&ms, &r.ID, &r.EventID, &r.Latitude, &r.Longitude, &r.Metric) {
+		r.Timestamp = fromMSUTC(ms)
 		rows = append(rows, r)
 	}
 	if err := iter.Close(); err != nil {
@@ -463,10 +469,10 @@ func (s *Store) minuteResults(ctx context.Context, minute, after, upTo int64) ([
 				WithContext(gctx).PageSize(5000).Iter()
 			var c candidate
 			var ex string
-			var ts time.Time
+			var ts int64
 			local := map[key][]candidate{}
 			for iter.Scan(&c.arrival, &c.id, &ex, &ts) {
-				c.day = dayOf(ts)
+				c.day = dayOfMS(ts)
 				k := key{ex, c.day}
 				local[k] = append(local[k], c)
 			}
@@ -512,8 +518,9 @@ func (s *Store) minuteResults(ctx context.Context, minute, after, upTo int64) ([
 					WithContext(gctx).Iter()
 				r := event.Result{ExerciseID: k.exercise}
 				found := make([]event.Result, 0, len(chunk))
-				for iter.Scan(&r.ID, &r.EventID, &r.Timestamp, &r.StudentID, &r.Latitude, &r.Longitude, &r.Metric) {
-					r.Timestamp = r.Timestamp.UTC()
+				var ms int64
+				for iter.Scan(&r.ID, &r.EventID, &ms, &r.StudentID, &r.Latitude, &r.Longitude, &r.Metric) {
+					r.Timestamp = fromMSUTC(ms)
 					found = append(found, r)
 				}
 				if err := iter.Close(); err != nil {
@@ -553,7 +560,7 @@ func (s *Store) ExerciseResults(ctx context.Context, exerciseID string, upTo int
 		// The row of this partition counts if the canonical attempt is in
 		// it; its content is the partition's (the earliest write there).
 		keep := func(c canon) bool {
-			return c.exercise == exerciseID && dayOf(c.ts) == day && c.arrival <= upTo
+			return c.exercise == exerciseID && dayOfMS(c.ts) == day && c.arrival <= upTo
 		}
 		flush := func(rows []event.Result) error {
 			ids := make([]string, len(rows))
@@ -578,8 +585,9 @@ func (s *Store) ExerciseResults(ctx context.Context, exerciseID string, upTo int
 			WithContext(ctx).PageSize(pageSize).Iter()
 		rows := make([]event.Result, 0, pageSize)
 		r := event.Result{ExerciseID: exerciseID}
-		for iter.Scan(&r.ID, &r.EventID, &r.Timestamp, &r.StudentID, &r.Latitude, &r.Longitude, &r.Metric) {
-			r.Timestamp = r.Timestamp.UTC()
+		var ms int64
+		for iter.Scan(&r.ID, &r.EventID, &ms, &r.StudentID, &r.Latitude, &r.Longitude, &r.Metric) {
+			r.Timestamp = fromMSUTC(ms)
 			rows = append(rows, r)
 			if len(rows) == pageSize {
 				if err := flush(rows); err != nil {

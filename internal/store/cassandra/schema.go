@@ -38,7 +38,7 @@ var migrations = [][]string{
 			arrival     bigint,
 			id          text,
 			exercise_id text,
-			ts          timestamp,
+			ts          bigint,
 			PRIMARY KEY ((minute, shard), arrival, id)
 		) WITH ID = %[2]s`,
 		// Results by exercise and day of their timestamp (days since the Unix
@@ -50,7 +50,7 @@ var migrations = [][]string{
 			day         int,
 			id          text,
 			event_id    text,
-			ts          timestamp,
+			ts          bigint,
 			student_id  text,
 			latitude    double,
 			longitude   double,
@@ -69,7 +69,7 @@ var migrations = [][]string{
 			id          text,
 			exercise_id text,
 			student_id  text,
-			ts          timestamp,
+			ts          bigint,
 			arrival     bigint,
 			PRIMARY KEY (bucket, id)
 		) WITH ID = %[2]s`,
@@ -84,7 +84,7 @@ var migrations = [][]string{
 		`CREATE TABLE IF NOT EXISTS %[1]s.results_by_student (
 			student_id  text,
 			exercise_id text,
-			ts          timestamp,
+			ts          bigint,
 			id          text,
 			event_id    text,
 			latitude    double,

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -494,6 +495,10 @@ func testResultsArrived(t *testing.T, b Backend) {
 		{ID: "fractions", EventID: "fractions", Timestamp: at(3), StudentID: "s-3", ExerciseID: "ex-3", Latitude: 48.856613, Longitude: 2.352222, Metric: 100.0 / 3},
 		{ID: "early", EventID: "early", Timestamp: time.UnixMilli(1).UTC(), StudentID: "s-4", ExerciseID: "ex-4", Latitude: 0, Longitude: 0, Metric: 50},
 		{ID: "late", EventID: "late", Timestamp: time.Date(2099, 12, 31, 23, 59, 59, 999_000_000, time.UTC), StudentID: "s-4", ExerciseID: "ex-4", Latitude: 0, Longitude: 0, Metric: 50},
+		// Epoch milliseconds may be any int64 (DESIGN §2.1).
+		{ID: "ms-min", EventID: "ms-min", Timestamp: time.UnixMilli(math.MinInt64 + 1).UTC(), StudentID: "s-4", ExerciseID: "ex-4", Latitude: 0, Longitude: 0, Metric: 50},
+		{ID: "ms-max", EventID: "ms-max", Timestamp: time.UnixMilli(math.MaxInt64).UTC(), StudentID: "s-4", ExerciseID: "ex-4", Latitude: 0, Longitude: 0, Metric: 50},
+		{ID: "before-1970", EventID: "before-1970", Timestamp: time.UnixMilli(-86_400_001).UTC(), StudentID: "s-4", ExerciseID: "ex-4", Latitude: 0, Longitude: 0, Metric: 50},
 		{ID: "ünïcode/é 1", EventID: "ünïcode/é 1", Timestamp: at(4), StudentID: "élève ü", ExerciseID: "exercice 1/2", Latitude: 10, Longitude: 20, Metric: 30},
 	}
 	a := archive{}
