@@ -20,7 +20,8 @@ import (
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // busyTimeout is how long a connection waits for a lock held by another
@@ -95,9 +96,24 @@ func open(ctx context.Context, path string) (_ *Store, err error) {
 	s.w.SetConnMaxIdleTime(0)
 
 	// The writer connection is created, and the file switched to WAL, by
-	// the migration, before any reader connects.
-	if err := migrate(ctx, s.w); err != nil {
-		return nil, err
+	// the migration, before any reader connects. Two processes creating the
+	// file at once can meet SQLITE_BUSY there without SQLite calling its busy
+	// handler (switching a new file to WAL takes an exclusive lock): the
+	// loser tries again, within the busy timeout.
+	for wait, deadline := 5*time.Millisecond, time.Now().Add(busyTimeout); ; wait = min(2*wait, 100*time.Millisecond) {
+		err := migrate(ctx, s.w)
+		if err == nil {
+			break
+		}
+		var se *sqlite.Error
+		if !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
 	}
 
 	s.r, err = sql.Open("sqlite", dsn(abs, "", busy, "query_only(1)"))
