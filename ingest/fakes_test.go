@@ -282,22 +282,7 @@ func (e *env) produce(t *testing.T, recs ...*kgo.Record) []*kgo.Record {
 // committed returns the group's committed offsets on the results topic;
 // a partition without a commit is absent.
 func (e *env) committed(group string) (map[int32]int64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := e.adm.FetchOffsets(ctx, group)
-	if err != nil {
-		return nil, err
-	}
-	if err := resp.Error(); err != nil {
-		return nil, err
-	}
-	out := map[int32]int64{}
-	resp.Each(func(o kadm.OffsetResponse) {
-		if o.Topic == ingest.ResultsTopic && o.At >= 0 {
-			out[o.Partition] = o.At
-		}
-	})
-	return out, nil
+	return testkit.Committed(e.adm, group, ingest.ResultsTopic)
 }
 
 // mustCommitted is committed, failing the test on error.

@@ -201,22 +201,7 @@ func (e *kenv) endOffsets(topic string) (map[int32]int64, error) {
 
 // committed returns group's committed offsets on the results topic.
 func (e *kenv) committed(group string) (map[int32]int64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := e.adm.FetchOffsets(ctx, group)
-	if err != nil {
-		return nil, err
-	}
-	if err := resp.Error(); err != nil {
-		return nil, err
-	}
-	out := map[int32]int64{}
-	resp.Each(func(o kadm.OffsetResponse) {
-		if o.Topic == e.topic && o.At >= 0 {
-			out[o.Partition] = o.At
-		}
-	})
-	return out, nil
+	return testkit.Committed(e.adm, group, e.topic)
 }
 
 // waitCommittedAtEnd waits until group's committed offset of every
@@ -253,23 +238,7 @@ func (e *kenv) readAll(t *testing.T, topic string) []*kgo.Record {
 	if total == 0 {
 		return nil
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.seeds...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var out []*kgo.Record
-	for int64(len(out)) < total {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %d of the %d records of %s: %v", len(out), total, topic, ctx.Err())
-		}
-		out = append(out, fs.Records()...)
-	}
-	return out
+	return testkit.ReadRecords(t, e.seeds, topic, total)
 }
 
 // members returns, per client ID, the partitions of the results topic

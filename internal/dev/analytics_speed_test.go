@@ -55,11 +55,7 @@ func TestAnalyticsSpeed(t *testing.T) {
 		if !cfg.IsCassandra() {
 			return
 		}
-		now := time.Now().UnixMicro()
-		testkit.Eventually(t, time.Minute, func() bool {
-			m, err := st.ArrivalMark(ctx)
-			return err == nil && m >= now
-		}, func() string { return "arrival mark" })
+		testkit.Settle(t, st, time.Minute)
 	}
 	th := testkit.Thresholds{}
 	for i := range 10 {

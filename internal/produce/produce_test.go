@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acu-patrol/acu/internal/event"
+	"github.com/acu-patrol/acu/internal/testkit"
 )
 
 const testTopic = "piscine.results"
@@ -47,23 +48,7 @@ func newCluster(t *testing.T) (*kfake.Cluster, *kgo.Client) {
 // consumeAll reads n records of topic from the start.
 func consumeAll(t *testing.T, c *kfake.Cluster, topic string, n int64) []*kgo.Record {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var out []*kgo.Record
-	for int64(len(out)) < n {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			t.Fatalf("consumed %d of %d records: %v", len(out), n, err)
-		}
-		fs.EachError(func(topic string, p int32, err error) { t.Fatalf("fetch %s/%d: %v", topic, p, err) })
-		out = append(out, fs.Records()...)
-	}
+	out := testkit.ReadRecords(t, c.ListenAddrs(), topic, n)
 	if int64(len(out)) != n {
 		t.Fatalf("consumed %d records, want %d", len(out), n)
 	}

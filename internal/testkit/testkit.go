@@ -154,3 +154,24 @@ func Archived(t testing.TB, s Archive) []event.Result {
 	}
 	return out
 }
+
+// Marker is a store with an arrival mark.
+type Marker interface {
+	ArrivalMark(ctx context.Context) (int64, error)
+}
+
+// Settle waits, for at most within, until the arrival mark of a store whose
+// positions are arrival times in µs (Cassandra's) has passed the clock at
+// the call: everything archived before is then readable by the arrival
+// reads. It returns the mark.
+func Settle(t testing.TB, s Marker, within time.Duration) int64 {
+	t.Helper()
+	now := time.Now().UnixMicro()
+	var mark int64
+	Eventually(t, within, func() bool {
+		m, err := s.ArrivalMark(context.Background())
+		mark = m
+		return err == nil && m >= now
+	}, func() string { return "arrival mark" })
+	return mark
+}

@@ -28,13 +28,7 @@ func itConfig(t *testing.T, params string) Config {
 
 func waitSettled(t *testing.T, s *Store) int64 {
 	t.Helper()
-	now := time.Now().UnixMicro()
-	var mark int64
-	testkit.Eventually(t, 2*s.cfg.Settle, func() bool {
-		mark, _ = s.ArrivalMark(context.Background())
-		return mark >= now
-	}, func() string { return "arrival mark" })
-	return mark
+	return testkit.Settle(t, s, 3*s.cfg.Settle)
 }
 
 func arrived(t *testing.T, s *Store, after, upTo int64) map[string]event.Result {
