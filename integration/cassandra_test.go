@@ -147,13 +147,13 @@ func bareLoop(t *testing.T, s *gocql.Session, rs []event.Result) {
 				day := int32(r.Timestamp.UnixMilli() / 86_400_000)
 				for _, q := range []*gocql.Query{
 					s.Query(`INSERT INTO results_by_arrival (minute, shard, arrival, id, exercise_id, ts) VALUES (?, ?, ?, ?, ?, ?)`,
-						minute, int8(i%8), arrival, r.ID, r.ExerciseID, r.Timestamp),
+						minute, int8(i%8), arrival, r.ID, r.ExerciseID, r.Timestamp.UnixMilli()),
 					s.Query(`INSERT INTO results_by_exercise (exercise_id, day, id, event_id, ts, student_id, latitude, longitude, metric, arrival)
-						VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.ExerciseID, day, r.ID, r.EventID, r.Timestamp, r.StudentID, r.Latitude, r.Longitude, r.Metric, arrival),
+						VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.ExerciseID, day, r.ID, r.EventID, r.Timestamp.UnixMilli(), r.StudentID, r.Latitude, r.Longitude, r.Metric, arrival),
 					s.Query(`INSERT INTO results_by_student (student_id, exercise_id, ts, id, event_id, latitude, longitude, metric, arrival)
-						VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.StudentID, r.ExerciseID, r.Timestamp, r.ID, r.EventID, r.Latitude, r.Longitude, r.Metric, arrival),
+						VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.StudentID, r.ExerciseID, r.Timestamp.UnixMilli(), r.ID, r.EventID, r.Latitude, r.Longitude, r.Metric, arrival),
 					s.Query(`INSERT INTO results_by_id (bucket, id, exercise_id, student_id, ts, arrival) VALUES (?, ?, ?, ?, ?, ?)`,
-						int16(i%1024), r.ID, r.ExerciseID, r.StudentID, r.Timestamp, arrival),
+						int16(i%1024), r.ID, r.ExerciseID, r.StudentID, r.Timestamp.UnixMilli(), arrival),
 				} {
 					if err := q.WithContext(ctx).Exec(); err != nil {
 						return fmt.Errorf("bare loop: %w", err)
