@@ -108,7 +108,8 @@ last_lines() { # NAME [N]: show the first errors and the end of a server's log o
 }
 
 java_major() {
-  "$JAVA" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p' | head -n1
+  # sed reads all of java's output (a `| head` could kill java with SIGPIPE under pipefail).
+  "$JAVA" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p'
 }
 
 check_java() {
@@ -392,13 +393,21 @@ EOF
 }
 
 cassandra_start() {
-  local dir="$STATE/cassandra" cp jamm pid
+  local dir="$STATE/cassandra" cp jamm jar pid
   if pid=$(pid_of cassandra); then say "cassandra: already running (pid $pid)"; return 0; fi
   ports_free cassandra "$CASSANDRA_PORT" "$CASSANDRA_STORAGE_PORT"
   cp=$(classpath cassandra)
   write_cassandra_config "$dir"
   # Cassandra measures objects with jamm, loaded as a Java agent as bin/cassandra does.
-  jamm=$(tr ':' '\n' <<<"$cp" | grep -m1 '/jamm-[0-9.]*\.jar$') || die "cassandra: jamm not on the classpath"
+  # (No `tr | grep -m1` here: grep exiting at the first match can kill tr with SIGPIPE, which
+  # pipefail turns into a failure; that happened on CI.)
+  local -a jars
+  IFS=: read -r -a jars <<<"$cp"
+  jamm=
+  for jar in "${jars[@]}"; do
+    if [[ "$jar" =~ /jamm-[0-9.]+\.jar$ ]]; then jamm=$jar; break; fi
+  done
+  [ -n "$jamm" ] || die "cassandra: jamm not on the classpath"
   # -Xms is kept small on purpose: CassandraDaemon always calls mlockall(MCL_CURRENT), which for
   # root (CAP_IPC_LOCK ignores RLIMIT_MEMLOCK) pins every page committed at that moment: with
   # -Xms equal to -Xmx the whole heap would be resident from the start.
