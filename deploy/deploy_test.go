@@ -6,7 +6,7 @@ package deploy_test
 // flags they use are the ones the commands define, the addresses in those
 // variables name services that exist (compose) or are documented
 // (Kubernetes), ports agree with ACU_HTTP, every long-running service is
-// probed on /healthz, scaled by an autoscaler and given resources. It needs
+// probed (readiness /readyz, liveness /healthz), scaled by an autoscaler and given resources. It needs
 // no network and no Docker.
 //
 // The flags come from the code, not from a list kept here: the shared
@@ -667,7 +667,7 @@ func TestCompose(t *testing.T) {
 				t.Errorf("ports %q: ACU_HTTP's port %s is not published", s.Ports, port)
 			}
 			if s.Healthcheck == nil || len(s.Healthcheck.Test) < 2 || s.Healthcheck.Test[1] != "/usr/local/bin/healthcheck" {
-				t.Errorf("healthcheck %+v, want the image's /usr/local/bin/healthcheck (GET /healthz on ACU_HTTP)", s.Healthcheck)
+				t.Errorf("healthcheck %+v, want the image's /usr/local/bin/healthcheck (GET /readyz on ACU_HTTP)", s.Healthcheck)
 			}
 			checkScrape(t, svc.name, s.Labels, port)
 			if s.Restart == "" || s.Restart == "no" {
@@ -1015,9 +1015,9 @@ func TestKubernetes(t *testing.T) {
 				t.Errorf("%s: container ports %+v do not include ACU_HTTP's %d", where, c.Ports, port)
 			}
 			for _, probe := range []struct {
-				name string
-				p    *corev1.Probe
-			}{{"readinessProbe", c.ReadinessProbe}, {"livenessProbe", c.LivenessProbe}} {
+				name, path string
+				p          *corev1.Probe
+			}{{"readinessProbe", "/readyz", c.ReadinessProbe}, {"livenessProbe", "/healthz", c.LivenessProbe}} {
 				if probe.p == nil || probe.p.HTTPGet == nil {
 					t.Errorf("%s: no HTTP %s", where, probe.name)
 					continue
@@ -1027,8 +1027,8 @@ func TestKubernetes(t *testing.T) {
 				if g.Port.Type == intstr.String {
 					got = int(portNames[g.Port.StrVal])
 				}
-				if g.Path != "/healthz" || got != port {
-					t.Errorf("%s: %s GET %s on port %s (= %d), want /healthz on %d", where, probe.name, g.Path, g.Port.String(), got, port)
+				if g.Path != probe.path || got != port {
+					t.Errorf("%s: %s GET %s on port %s (= %d), want %s on %d", where, probe.name, g.Path, g.Port.String(), got, probe.path, port)
 				}
 			}
 			checkScrape(t, where, d.Spec.Template.Annotations, strconv.Itoa(port))

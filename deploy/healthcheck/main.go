@@ -1,5 +1,6 @@
 // Command healthcheck exits 0 when the acu service of its container answers
-// GET /healthz with 200, and 1 otherwise. It is the HEALTHCHECK of the acu
+// GET /readyz with 200 (it does its work), and 1 otherwise (it is down, or
+// still waits for its store or its thresholds). It is the HEALTHCHECK of the acu
 // image (deploy/Dockerfile), whose distroless base has no shell, curl or
 // wget. The address is the service's: ACU_HTTP (a wildcard host becomes
 // 127.0.0.1), else acu's default 127.0.0.1:8080; an argument overrides it
@@ -32,7 +33,7 @@ func main() {
 	}
 }
 
-// healthURL is the /healthz URL of a service listening on listen (the
+// healthURL is the /readyz URL of a service listening on listen (the
 // --http / ACU_HTTP value).
 func healthURL(listen string) (string, error) {
 	if listen == "" {
@@ -45,7 +46,7 @@ func healthURL(listen string) (string, error) {
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, port) + "/healthz", nil
+	return "http://" + net.JoinHostPort(host, port) + "/readyz", nil
 }
 
 func check(url string, timeout time.Duration) error {

@@ -90,8 +90,9 @@ func OpenStore(ctx context.Context, cfg *config.Config, migrate bool, log *slog.
 // and, while the store cannot be reached, waits and tries again (1 s
 // doubling to 30 s, each failure logged) until ctx ends: a service started
 // before its Cassandra is up starts once it is. A schema the build cannot
-// use (no keyspace yet: run acu setup) is returned at once.
-func OpenStoreWaiting(ctx context.Context, cfg *config.Config, log *slog.Logger) (store.Store, error) {
+// use (no keyspace yet: run acu setup) is returned at once. m (nil: none)
+// gets, for /readyz, what component waits for.
+func OpenStoreWaiting(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, component string) (store.Store, error) {
 	delay := time.Second
 	for attempt := 1; ; attempt++ {
 		st, err := OpenStore(ctx, cfg, false, log)
@@ -99,6 +100,9 @@ func OpenStoreWaiting(ctx context.Context, cfg *config.Config, log *slog.Logger)
 			return st, err
 		}
 		log.Warn("store unreachable; retrying", "attempt", attempt, "retry_in", delay, "err", err)
+		if m != nil {
+			m.Waiting(component, fmt.Sprintf("the store, unreachable (attempt %d): %v", attempt, err))
+		}
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("opening the store: %w (last error: %v)", ctx.Err(), err)
@@ -110,7 +114,8 @@ func OpenStoreWaiting(ctx context.Context, cfg *config.Config, log *slog.Logger)
 
 // Ingest runs the alert service until ctx ends.
 func Ingest(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, tc client.Client, ec *clientv3.Client, extra ...ingest.ConsumerOption) error {
-	cache := thresholds.NewCache(ec, cfg.EtcdPrefix, log.With("component", "thresholds"), m)
+	m.Waiting("ingest", "the thresholds from etcd")
+	cache := thresholds.NewCache(ec, cfg.EtcdPrefix, log.With("component", "thresholds"), readyOnLoad{m})
 	alerts := ingest.NewAlerts(ingest.AlertConfig{
 		FollowUpAfter: cfg.FollowUpAfter, FollowUpSettle: cfg.FollowUpSettle, MaxInFlight: cfg.MaxInFlight, NotifyMaxAttempts: int32(cfg.NotifyMaxAttempts),
 	}, cache, tc, log.With("service", "ingest"), m)
@@ -128,12 +133,22 @@ func Ingest(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metric
 	return err
 }
 
+// readyOnLoad is the thresholds observer of the alert service: the
+// service is ready once it holds a copy of the thresholds to judge with.
+type readyOnLoad struct{ *metrics.Metrics }
+
+func (r readyOnLoad) Loaded(valid, malformed int) {
+	r.Metrics.Loaded(valid, malformed)
+	r.Ready("ingest")
+}
+
 // Archive runs the archiver until ctx ends.
 func Archive(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, st ingest.ResultWriter, extra ...ingest.ConsumerOption) error {
 	cons, err := ingest.NewConsumer(consumerConfig(cfg, ingest.ArchiveGroup, log, m, extra), ingest.NewArchive(st, m))
 	if err != nil {
 		return err
 	}
+	m.Ready("archive")
 	return cons.Run(ctx)
 }
 
@@ -161,6 +176,7 @@ func Worker(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metric
 		Metrics:    m,
 	}
 	log.Info("worker started", "task_queue", "acu-patrol", "patrol_url", cfg.PatrolURL)
+	m.Ready("worker")
 	an := &activities.Analytics{Store: st, Thresholds: thresholds.NewAdmin(ec, cfg.EtcdPrefix)}
 	return workers.Run(ctx, tc, workers.Activities{Patrol: patrol, Analytics: an}, worker.Options{})
 }

@@ -194,9 +194,11 @@ func startService(ctx context.Context, name string, args []string, env Env, need
 	}
 	s.log = app.NewLogger(&s.cfg)
 	s.m = metrics.New()
+	s.m.Waiting(name, "starting")
+	opened := s // the error returns below set s to nil
 	defer func() {
 		if err != nil {
-			s.close()
+			opened.close()
 		}
 	}()
 	if s.wait, err = serveMetrics(ctx, &s.cfg, s.m, s.log); err != nil {
@@ -215,7 +217,8 @@ func startService(ctx context.Context, name string, args []string, env Env, need
 		s.closers = append(s.closers, func() { _ = ec.Close() })
 	}
 	if needStore {
-		if st, err = app.OpenStoreWaiting(ctx, &s.cfg, s.log); err != nil {
+		s.m.Waiting(name, "the store")
+		if st, err = app.OpenStoreWaiting(ctx, &s.cfg, s.log, s.m, name); err != nil {
 			return nil, nil, nil, nil, err
 		}
 		s.closers = append(s.closers, func() { _ = st.Close() })

@@ -14,8 +14,12 @@ import (
 
 func run(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return runCtx(context.Background(), env, args...)
+}
+
+func runCtx(ctx context.Context, env map[string]string, args ...string) (code int, stdout, stderr string) {
 	var out, errb bytes.Buffer
-	code = cli.Main(context.Background(), args, cli.Env{
+	code = cli.Main(ctx, args, cli.Env{
 		Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb,
 		Getenv: func(k string) string { return env[k] },
 	})

@@ -36,7 +36,7 @@ type Config struct {
 	// "cassandra://host1,host2/keyspace?consistency=quorum"; default
 	// sqlite:<temp dir>/acu-dev/acu.db, the store of acu-dev.
 	Store string
-	// HTTP is the listen address of /healthz, /metrics (and acu-dev's patrol
+	// HTTP is the listen address of /healthz, /readyz, /metrics (and acu-dev's patrol
 	// endpoint); default 127.0.0.1:8080; empty disables it.
 	HTTP string
 	// PatrolURL is where patrol notifications are POSTed; default
@@ -69,7 +69,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Temporal, "temporal", "127.0.0.1:7233", "Temporal frontend host:port")
 	fs.StringVar(&c.Namespace, "namespace", "default", "Temporal namespace")
 	fs.StringVar(&c.Store, "store", "sqlite:"+DefaultStorePath(), "long-term store: sqlite:<path> or cassandra://host1,host2/keyspace?consistency=quorum")
-	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "listen address of /healthz and /metrics (empty: off)")
+	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "listen address of /healthz, /readyz and /metrics (empty: off)")
 	fs.StringVar(&c.PatrolURL, "patrol-url", "http://127.0.0.1:8080/patrol", "patrol endpoint notified of deployments")
 	fs.DurationVar(&c.PatrolTimeout, "patrol-timeout", 10*time.Second, "timeout of one patrol notification attempt")
 	fs.DurationVar(&c.FollowUpAfter, "follow-up-after", 30*time.Minute, "follow-up window of new deployments")

@@ -174,6 +174,9 @@ func Run(ctx context.Context, o Options) (err error) {
 		return err
 	}
 
+	for _, c := range []string{"worker", "ingest", "archive"} {
+		s.Metrics.Waiting(c, "starting")
+	}
 	mux := http.NewServeMux()
 	s.Metrics.Handle(mux)
 	if !o.ExternalPatrol {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -89,6 +90,19 @@ func endToEnd(t *testing.T, o dev.Options) {
 			t.Errorf("dev stack stopped with %v", err)
 		}
 	}()
+	// Ready for an operator once its three services work.
+	readyz := ""
+	testkit.Eventually(t, time.Minute, func() bool {
+		resp, err := http.Get("http://" + cfg.HTTP + "/readyz")
+		if err != nil {
+			readyz = err.Error()
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		readyz = fmt.Sprintf("%d %s", resp.StatusCode, b)
+		return resp.StatusCode == http.StatusOK
+	}, func() string { return "/readyz: " + readyz })
 
 	base := time.Now().Add(-time.Second).UTC().Truncate(time.Millisecond)
 	rec := func(eventID, student, exercise string, at time.Duration, metric float64) *kgo.Record {

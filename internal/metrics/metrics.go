@@ -1,9 +1,12 @@
 // Package metrics defines the Prometheus metrics of the acu services and the
-// HTTP handler that serves them with /healthz.
+// HTTP handler that serves them with /healthz and /readyz.
 package metrics
 
 import (
 	"net/http"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,6 +50,10 @@ type Metrics struct {
 	ThresholdsMalformed prometheus.Counter
 
 	healthy atomic.Bool
+	mu      sync.Mutex
+	// waiting holds, by component (ingest, archive, worker), what it still
+	// waits for before doing its work; the process is ready when it is empty.
+	waiting map[string]string
 }
 
 // New creates and registers the collectors, with Go and process metrics.
@@ -102,6 +109,36 @@ func New() *Metrics {
 	return m
 }
 
+// Waiting records that component does not do its work yet and what it
+// waits for: /readyz answers 503 until every component is Ready.
+func (m *Metrics) Waiting(component, what string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.waiting == nil {
+		m.waiting = map[string]string{}
+	}
+	m.waiting[component] = what
+}
+
+// Ready records that component does its work.
+func (m *Metrics) Ready(component string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.waiting, component)
+}
+
+// waitingFor describes what the components wait for ("" when none waits).
+func (m *Metrics) waitingFor() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	parts := make([]string, 0, len(m.waiting))
+	for c, what := range m.waiting {
+		parts = append(parts, c+": "+what)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, "; ")
+}
+
 // SetHealthy sets what /healthz answers.
 func (m *Metrics) SetHealthy(ok bool) { m.healthy.Store(ok) }
 
@@ -114,14 +151,24 @@ func (m *Metrics) Loaded(valid, malformed int) {
 	m.Thresholds.WithLabelValues("malformed").Set(float64(malformed))
 }
 
-// Handle adds /metrics and /healthz to mux.
+// Handle adds /metrics, /healthz and /readyz to mux. /healthz (liveness)
+// answers 200 while the process serves; /readyz (readiness) answers 503 and
+// what the process waits for (its store, its thresholds) until it does its
+// work.
 func (m *Metrics) Handle(mux *http.ServeMux) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if !m.healthy.Load() {
-			http.Error(w, "unhealthy\n", http.StatusServiceUnavailable)
+			http.Error(w, "unhealthy", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if what := m.waitingFor(); what != "" {
+			http.Error(w, "waiting for "+what, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
 	})
 }
