@@ -2,9 +2,6 @@ package cli_test
 
 import (
 	"context"
-	"io"
-	"net"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,18 +12,6 @@ import (
 	"github.com/acu-patrol/acu/ingest"
 	"github.com/acu-patrol/acu/internal/testkit"
 )
-
-// freeAddr returns a loopback address nothing listens on (just now).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
-}
 
 // A service answers /healthz (liveness) from its start but /readyz only once
 // it does its work; until then /readyz says what it waits for, so that an
@@ -58,7 +43,7 @@ func TestServiceReadiness(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := freeAddr(t)
+			addr := testkit.FreeAddr(t)
 			tc.env["ACU_HTTP"] = addr
 			tc.env["ACU_KAFKA"] = brokers
 			tc.env["ACU_TEMPORAL"] = "127.0.0.1:1"
@@ -79,22 +64,12 @@ func TestServiceReadiness(t *testing.T) {
 			var code int
 			var body string
 			testkit.Eventually(t, 20*time.Second, func() bool {
-				code, body = get(addr, "/readyz")
+				code, body = testkit.Get("http://" + addr + "/readyz")
 				return code == tc.code && strings.HasPrefix(body, tc.body)
 			}, func() string { return "last /readyz: " + body })
-			if code, body := get(addr, "/healthz"); code != 200 {
+			if code, body := testkit.Get("http://" + addr + "/healthz"); code != 200 {
 				t.Errorf("/healthz %d %q while /readyz says %q, want 200", code, body, tc.body)
 			}
 		})
 	}
-}
-
-func get(addr, path string) (int, string) {
-	resp, err := http.Get("http://" + addr + path)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }

@@ -27,20 +27,10 @@ import (
 	"github.com/acu-patrol/acu/internal/app"
 	"github.com/acu-patrol/acu/internal/config"
 	"github.com/acu-patrol/acu/internal/dev"
-	"github.com/acu-patrol/acu/internal/devstack"
 	"github.com/acu-patrol/acu/internal/store"
 	"github.com/acu-patrol/acu/internal/testkit"
 	"github.com/acu-patrol/acu/workflows"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	a, err := devstack.FreeLoopbackAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
 
 // TestEndToEnd runs the whole system on the embedded servers, produces a
 // known set of results (duplicates, malformed records, an exercise without
@@ -54,7 +44,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	var cfg config.Config
 	cfg.Register(flag.NewFlagSet("test", flag.ContinueOnError))
-	cfg.Kafka, cfg.Etcd, cfg.Temporal, cfg.HTTP = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	cfg.Kafka, cfg.Etcd, cfg.Temporal, cfg.HTTP = testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t)
 	cfg.Store = "sqlite:" + filepath.Join(t.TempDir(), "acu.db")
 	cfg.PatrolURL = "http://" + cfg.HTTP + "/patrol"
 	cfg.FollowUpAfter = 4 * time.Second
@@ -71,7 +61,7 @@ func endToEnd(t *testing.T, o dev.Options) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *dev.Stack, 1)
 	done := make(chan error, 1)
-	o.UIAddr, o.PatrolFailRate, o.Partitions = freeAddr(t), 0.3, 3
+	o.UIAddr, o.PatrolFailRate, o.Partitions = testkit.FreeAddr(t), 0.3, 3
 	o.SeedThresholds = map[string]float64{"ex-a": 50, "ex-b": 70}
 	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	o.Ready = func(s *dev.Stack) { ready <- s }
@@ -91,18 +81,12 @@ func endToEnd(t *testing.T, o dev.Options) {
 		}
 	}()
 	// Ready for an operator once its three services work.
-	readyz := ""
+	var code int
+	var readyz string
 	testkit.Eventually(t, time.Minute, func() bool {
-		resp, err := http.Get("http://" + cfg.HTTP + "/readyz")
-		if err != nil {
-			readyz = err.Error()
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		readyz = fmt.Sprintf("%d %s", resp.StatusCode, b)
-		return resp.StatusCode == http.StatusOK
-	}, func() string { return "/readyz: " + readyz })
+		code, readyz = testkit.Get("http://" + cfg.HTTP + "/readyz")
+		return code == http.StatusOK
+	}, func() string { return fmt.Sprintf("/readyz: %d %s", code, readyz) })
 
 	base := time.Now().Add(-time.Second).UTC().Truncate(time.Millisecond)
 	rec := func(eventID, student, exercise string, at time.Duration, metric float64) *kgo.Record {

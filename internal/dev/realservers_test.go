@@ -24,7 +24,7 @@ func TestEndToEndOnRealServers(t *testing.T) {
 	var cfg config.Config
 	cfg.Register(flag.NewFlagSet("test", flag.ContinueOnError))
 	cfg.Kafka = strings.Join(seeds, ",")
-	cfg.Etcd, cfg.Temporal, cfg.HTTP = freeAddr(t), freeAddr(t), freeAddr(t)
+	cfg.Etcd, cfg.Temporal, cfg.HTTP = testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t)
 	cfg.Store = "cassandra://" + addr + "/" + ks + "?settle=3s"
 	cfg.PatrolURL = "http://" + cfg.HTTP + "/patrol"
 	cfg.FollowUpAfter = 4 * time.Second

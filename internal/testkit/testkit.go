@@ -5,7 +5,9 @@ package testkit
 
 import (
 	"context"
+	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -39,6 +41,31 @@ func Eventually(t testing.TB, d time.Duration, cond func() bool, what func() str
 		}
 		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
 	}
+}
+
+// FreeAddr returns a loopback address nothing listened on a moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	a, err := devstack.FreeLoopbackAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// Get fetches url and returns the status code and body (code 0 and the
+// error's text when the request fails).
+func Get(url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err.Error()
+	}
+	return resp.StatusCode, string(b)
 }
 
 // Logger returns a logger writing at level and above into the test log
