@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -49,8 +48,7 @@ type Metrics struct {
 	// ThresholdsMalformed counts malformed threshold values seen.
 	ThresholdsMalformed prometheus.Counter
 
-	healthy atomic.Bool
-	mu      sync.Mutex
+	mu sync.Mutex
 	// waiting holds, by component (ingest, archive, worker), what it still
 	// waits for before doing its work; the process is ready when it is empty.
 	waiting map[string]string
@@ -105,7 +103,6 @@ func New() *Metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
-	m.healthy.Store(true)
 	return m
 }
 
@@ -139,9 +136,6 @@ func (m *Metrics) waitingFor() string {
 	return strings.Join(parts, "; ")
 }
 
-// SetHealthy sets what /healthz answers.
-func (m *Metrics) SetHealthy(ok bool) { m.healthy.Store(ok) }
-
 // Malformed implements thresholds.Observer.
 func (m *Metrics) Malformed(string, string) { m.ThresholdsMalformed.Inc() }
 
@@ -158,10 +152,6 @@ func (m *Metrics) Loaded(valid, malformed int) {
 func (m *Metrics) Handle(mux *http.ServeMux) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if !m.healthy.Load() {
-			http.Error(w, "unhealthy", http.StatusServiceUnavailable)
-			return
-		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
