@@ -90,8 +90,8 @@ func OpenStore(ctx context.Context, cfg *config.Config, migrate bool, log *slog.
 // and, while the store cannot be reached, waits and tries again (1 s
 // doubling to 30 s, each failure logged) until ctx ends: a service started
 // before its Cassandra is up starts once it is. A schema the build cannot
-// use (no keyspace yet: run acu setup) is returned at once. m (nil: none)
-// gets, for /readyz, what component waits for.
+// use (no keyspace yet: run acu setup) is returned at once. m gets, for
+// /readyz, what component waits for.
 func OpenStoreWaiting(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, component string) (store.Store, error) {
 	delay := time.Second
 	for attempt := 1; ; attempt++ {
@@ -100,9 +100,7 @@ func OpenStoreWaiting(ctx context.Context, cfg *config.Config, log *slog.Logger,
 			return st, err
 		}
 		log.Warn("store unreachable; retrying", "attempt", attempt, "retry_in", delay, "err", err)
-		if m != nil {
-			m.Waiting(component, fmt.Sprintf("the store, unreachable (attempt %d): %v", attempt, err))
-		}
+		m.Waiting(component, fmt.Sprintf("the store, unreachable (attempt %d): %v", attempt, err))
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("opening the store: %w (last error: %v)", ctx.Err(), err)

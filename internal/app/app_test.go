@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/acu-patrol/acu/internal/config"
+	"github.com/acu-patrol/acu/internal/metrics"
 )
 
 // records keeps the messages logged.
@@ -38,7 +39,7 @@ func TestOpenStoreWaitingRetriesUntilTheContextEnds(t *testing.T) {
 	rec := &records{}
 	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
 	defer cancel()
-	_, err := OpenStoreWaiting(ctx, &cfg, slog.New(rec), nil, "archive")
+	_, err := OpenStoreWaiting(ctx, &cfg, slog.New(rec), metrics.New(), "archive")
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "127.0.0.1:1") {
 		t.Fatalf("error %v, want the context's end and the last connection error", err)
 	}
