@@ -17,6 +17,10 @@ const TaskQueue = "acu-patrol"
 // PatrolWorkflowType is the registered name of PatrolDeployment.
 const PatrolWorkflowType = "PatrolDeployment"
 
+// NotifyActivity is the registered name of the patrol notification
+// activity (activities.Patrol.NotifyPatrol).
+const NotifyActivity = "NotifyPatrol"
+
 // workflowIDPrefix prefixes the event identity in a patrol workflow ID.
 const workflowIDPrefix = "patrol-"
 

@@ -52,6 +52,7 @@ func commands() map[string]command {
 		"replay":     {"replay PatrolDeployment histories against this build", runReplay},
 		"analytics":  {"run|describe|pause|unpause the analytics", runAnalytics},
 		"report":     {"print the latest analytics report (--json: the document)", runReport},
+		"bench":      {"measure failure → patrol latency at a given load, and a bare pipeline beside it", runBench},
 	}
 }
 

@@ -1,0 +1,99 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/acu-patrol/acu/internal/app"
+	"github.com/acu-patrol/acu/internal/bench"
+	"github.com/acu-patrol/acu/internal/config"
+)
+
+func runBench(ctx context.Context, args []string, env Env) error {
+	var cfg config.Config
+	o := bench.Options{}
+	var asJSON bool
+	if _, err := parse("bench", args, env, &cfg, func(fs *flag.FlagSet) {
+		fs.Float64Var(&o.FailingRate, "failing-rate", 20, "failing results per second")
+		fs.Float64Var(&o.PassingRate, "passing-rate", 180, "passing results per second")
+		fs.DurationVar(&o.Duration, "duration", 30*time.Second, "how long the paced load runs (0: burst only)")
+		fs.IntVar(&o.Burst, "burst", 0, "failing results sent at once before the paced load")
+		fs.DurationVar(&o.Drain, "drain", 2*time.Minute, "how long to wait for the patrols once the producer stopped")
+		fs.IntVar(&o.Samples, "samples", 200, "deployment histories read for the per-stage breakdown (-1: none)")
+		fs.BoolVar(&o.Bare, "bare", true, "also run the bare pipeline (consume → a workflow that only POSTs) on the same servers")
+		fs.StringVar(&o.PatrolListen, "patrol-listen", "127.0.0.1:8099", "listen address of the benchmark's patrol endpoint (the system must notify http://ADDR/patrol)")
+		fs.StringVar(&o.MetricsURL, "metrics-url", "http://127.0.0.1:8080/metrics", "the system's /metrics, for its CPU, memory and start counters (empty: not read)")
+		fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	}); err != nil {
+		return err
+	}
+	if o.FailingRate < 0 || o.PassingRate < 0 || o.Duration < 0 || o.Burst < 0 {
+		return fmt.Errorf("%w: rates, --duration and --burst must not be negative", errUsage)
+	}
+	if o.Burst == 0 && (o.FailingRate == 0 || o.Duration == 0) {
+		return fmt.Errorf("%w: nothing to send: give --failing-rate and --duration, or --burst", errUsage)
+	}
+	log := app.NewLogger(&cfg)
+	tc, err := app.Temporal(&cfg, log)
+	if err != nil {
+		return err
+	}
+	defer tc.Close()
+	ec, err := app.Etcd(&cfg)
+	if err != nil {
+		return err
+	}
+	defer ec.Close()
+	o.Brokers, o.Temporal, o.Etcd, o.EtcdPrefix, o.Logger = cfg.KafkaBrokers(), tc, ec, cfg.EtcdPrefix, log
+	rep, err := bench.Run(ctx, o)
+	if asJSON {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		if jerr := enc.Encode(rep); jerr != nil {
+			return jerr
+		}
+	} else {
+		printBench(env.Stdout, rep)
+	}
+	return err
+}
+
+func printBench(w io.Writer, r bench.Report) {
+	fmt.Fprintf(w, "load: %s\n", r.Options)
+	printPhase(w, r.System)
+	if r.Bare != nil {
+		printPhase(w, *r.Bare)
+		fmt.Fprintf(w, "\nsustained rate, system / bare: %.2f\n", r.Ratio)
+	}
+}
+
+func printPhase(w io.Writer, p bench.Phase) {
+	if p.Name == "" {
+		return
+	}
+	fmt.Fprintf(w, "\n%s pipeline\n", p.Name)
+	fmt.Fprintf(w, "  sent                 %d failing + %d passing (%.0f results/s)\n", p.Failing, p.Passing, p.Produced)
+	fmt.Fprintf(w, "  failure → patrol     %s\n", p.Latency)
+	fmt.Fprintf(w, "  not arrived          %d\n", p.NotArrived)
+	fmt.Fprintf(w, "  sustained            %.1f patrols/s\n", p.Sustained)
+	fmt.Fprintf(w, "  notifications        %d (%d repeated a key)\n", p.Requests, p.Repeated)
+	if p.Stages.ToStarted.N > 0 {
+		fmt.Fprintf(w, "  stages (sampled histories)\n")
+		fmt.Fprintf(w, "    producer → workflow started       %s\n", p.Stages.ToStarted)
+		fmt.Fprintf(w, "    started → first workflow task     %s\n", p.Stages.ToFirstTask)
+		fmt.Fprintf(w, "    first task → notify started       %s\n", p.Stages.ToNotifyStarted)
+		fmt.Fprintf(w, "    notify started → patrol received  %s\n", p.Stages.ToArrival)
+	}
+	if pr := p.Process; pr != nil {
+		fmt.Fprintf(w, "  system process       CPU %.2f cores, RSS %s at start, %s max, %s at end\n", pr.CPU, mib(pr.RSSStart), mib(pr.RSSMax), mib(pr.RSSEnd))
+		fmt.Fprintf(w, "  system counters      starts %.0f, already started %.0f, start errors %.0f, batch errors %.0f, notify attempts %.0f\n",
+			pr.Counters[`acu_workflow_starts_total{result="started"}`], pr.Counters[`acu_workflow_starts_total{result="already_started"}`],
+			pr.Counters[`acu_workflow_starts_total{result="error"}`], pr.Counters["acu_batch_errors_total"], pr.Counters["acu_patrol_attempts_total"])
+	}
+}
+
+func mib(b uint64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
