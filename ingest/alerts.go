@@ -41,6 +41,10 @@ type AlertConfig struct {
 	MaxInFlight int
 	// NotifyMaxAttempts is passed to every deployment; zero means no limit.
 	NotifyMaxAttempts int32
+	// StartTimeout bounds one workflow start request; default 10s. A start
+	// that times out is retried by the next attempt (with the same ID: a
+	// start that did happen is then acknowledged as already started).
+	StartTimeout time.Duration
 }
 
 // Alerts judges results and starts one PatrolDeployment per failing one.
@@ -57,6 +61,9 @@ type Alerts struct {
 func NewAlerts(cfg AlertConfig, judge Judge, starter WorkflowStarter, log *slog.Logger, m *metrics.Metrics) *Alerts {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 256
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 10 * time.Second
 	}
 	return &Alerts{cfg: cfg, judge: judge, starter: starter, log: log, m: m, sem: make(chan struct{}, cfg.MaxInFlight)}
 }
@@ -94,52 +101,80 @@ func (a *Alerts) JudgeBatch(results []event.Result) (failing []Failing, pass, un
 }
 
 // Handle implements Handler: sync the thresholds, judge, and start the
-// deployments concurrently; nil once every start is acknowledged (a start
-// of an existing deployment is acknowledged too).
+// deployments concurrently, each start bounded by StartTimeout; nil once
+// every start is acknowledged (a start of an existing deployment is
+// acknowledged too). When some starts fail or the attempt ends first, the
+// error is a *PendingError holding only the failing results not started
+// yet: the consumer retries those, never a start already acknowledged.
 func (a *Alerts) Handle(ctx context.Context, results []event.Result) error {
 	if err := a.judge.Sync(ctx); err != nil {
 		return fmt.Errorf("thresholds not current, not judging: %w", err)
 	}
 	failing, pass, unknown := a.JudgeBatch(results)
+	// Passing and unknown results need nothing more: counted now, once.
+	a.m.Judged.WithLabelValues("pass").Add(float64(pass))
+	a.m.Judged.WithLabelValues("unknown_exercise").Add(float64(unknown))
 
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		firstErr error
-		failed   int
+		started  = make([]bool, len(failing))
 	)
-	for _, f := range failing {
+	for i, f := range failing {
+		acquired := false
 		select {
 		case a.sem <- struct{}{}:
+			acquired = true
 		case <-ctx.Done():
-			wg.Wait()
-			return ctx.Err()
+		}
+		if !acquired { // the attempt is over: the rest stays pending
+			mu.Lock()
+			if firstErr == nil {
+				firstErr = ctx.Err()
+			}
+			mu.Unlock()
+			break
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-a.sem }()
-			if err := a.start(ctx, f); err != nil {
-				mu.Lock()
-				failed++
+			err := a.start(ctx, f)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
 				if firstErr == nil {
 					firstErr = err
 				}
-				mu.Unlock()
+				return
 			}
+			started[i] = true
 		}()
 	}
 	wg.Wait()
-	if firstErr != nil {
-		return fmt.Errorf("%d of %d workflow starts failed: %w", failed, len(failing), firstErr)
+	var pending []event.Result
+	for i, f := range failing {
+		if !started[i] {
+			pending = append(pending, f.Result)
+		}
 	}
-	// Counted once the batch is done, so retries do not count twice;
-	// failures count distinct events of the batch.
-	a.m.Judged.WithLabelValues("pass").Add(float64(pass))
-	a.m.Judged.WithLabelValues("unknown_exercise").Add(float64(unknown))
-	a.m.Judged.WithLabelValues("fail").Add(float64(len(failing)))
+	a.m.Judged.WithLabelValues("fail").Add(float64(len(failing) - len(pending)))
+	if len(pending) > 0 {
+		return &PendingError{Results: pending, Err: fmt.Errorf("%d of %d workflow starts not acknowledged: %w", len(pending), len(failing), firstErr)}
+	}
 	return nil
 }
+
+// PendingError is returned by a Handler that made part of a batch durable:
+// only Results remain to be handled.
+type PendingError struct {
+	Results []event.Result
+	Err     error
+}
+
+func (e *PendingError) Error() string { return e.Err.Error() }
+func (e *PendingError) Unwrap() error { return e.Err }
 
 // StartOptions are the start options of the deployment for a failing result.
 func StartOptions(f Failing) client.StartWorkflowOptions {
@@ -152,6 +187,11 @@ func StartOptions(f Failing) client.StartWorkflowOptions {
 		WorkflowIDReusePolicy:                    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
 		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
+		// Where this process also runs a worker on the task queue (acu-dev,
+		// or a worker sharing the client), the first workflow task comes
+		// back in the start's response and runs here at once, skipping the
+		// trip through matching: the notification is scheduled sooner.
+		EnableEagerStart: true,
 		TypedSearchAttributes: temporal.NewSearchAttributes(
 			workflows.StudentIDKey.ValueSet(r.StudentID),
 			workflows.ExerciseIDKey.ValueSet(r.ExerciseID),
@@ -171,7 +211,9 @@ func (a *Alerts) start(ctx context.Context, f Failing) error {
 		NotifyMaxAttempts: a.cfg.NotifyMaxAttempts,
 	}
 	began := time.Now()
-	_, err := a.starter.ExecuteWorkflow(ctx, StartOptions(f), workflows.PatrolWorkflowType, in)
+	sctx, cancel := context.WithTimeout(ctx, a.cfg.StartTimeout)
+	defer cancel()
+	_, err := a.starter.ExecuteWorkflow(sctx, StartOptions(f), workflows.PatrolWorkflowType, in)
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	switch {
 	case err == nil:

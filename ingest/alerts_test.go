@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -585,4 +586,76 @@ func (s *refusingStarter) ExecuteWorkflow(ctx context.Context, o client.StartWor
 		return nil, serviceerror.NewInvalidArgument("search attribute StudentId is not defined")
 	}
 	return s.inner.ExecuteWorkflow(ctx, o, wf, args...)
+}
+
+// TestAlertsRetryOnlyUnacknowledgedStarts: when some starts of a batch fail,
+// or the attempt ends before all are done (a slow Temporal), the retry
+// starts only the results not acknowledged yet: a start acknowledged once is
+// never sent again, whatever the batch size.
+func TestAlertsRetryOnlyUnacknowledgedStarts(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		// hold decides, for the n-th start call of the given workflow ID,
+		// whether it fails at once (fail) or waits for the end of the
+		// attempt (block).
+		hold    func(id string, call int) (fail, block bool)
+		attempt time.Duration
+		// again are the IDs that are legitimately started twice.
+		again []string
+	}{
+		{"one start fails", func(id string, call int) (bool, bool) { return id == "patrol-ev-ack-3" && call == 1, false },
+			0, []string{"patrol-ev-ack-3"}},
+		{"attempt ends mid-batch", func(id string, call int) (bool, bool) { return false, id == "patrol-ev-ack-4" && call == 1 },
+			300 * time.Millisecond, []string{"patrol-ev-ack-4"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newAlerts(t)
+			f.cfg.MaxInFlight = 1 // one start at a time: the later ones wait behind the held one
+			var mu sync.Mutex
+			calls := map[string]int{}
+			f.starter.beforeID = func(ctx context.Context, id string) error {
+				mu.Lock()
+				calls[id]++
+				n := calls[id]
+				mu.Unlock()
+				fail, block := tc.hold(id, n)
+				if block {
+					<-ctx.Done()
+					return ctx.Err()
+				}
+				if fail {
+					return serviceerror.NewUnavailable("temporal is busy")
+				}
+				return nil
+			}
+			f.start(t, func(c *ingest.ConsumerConfig) {
+				if tc.attempt > 0 {
+					c.AttemptTimeout = tc.attempt
+				}
+			})
+			var recs []*kgo.Record
+			for i := range 10 { // one student: one partition, batched together
+				r := record(t, result(fmt.Sprintf("ev-ack-%d", i), "quentin", "c-piscine-sort", 10))
+				recs = append(recs, r)
+			}
+			f.produce(t, recs...)
+			f.waitCommitted(t, f.group, recs)
+			for i := range recs {
+				id := fmt.Sprintf("patrol-ev-ack-%d", i)
+				want := 1
+				if slices.Contains(tc.again, id) {
+					want = 2
+				}
+				if got := f.srv.callsFor(id); got != want {
+					t.Errorf("%s: %d start calls, want %d", id, got, want)
+				}
+			}
+			if got := testkit.CounterValue(f.m.Judged.WithLabelValues("fail")); got != float64(len(recs)) {
+				t.Errorf("Judged{fail} = %v, want %d", got, len(recs))
+			}
+		})
+	}
 }

@@ -47,7 +47,8 @@ const (
 
 // Handler receives the valid results of one partition batch, in offset
 // order. It returns nil only once every result's effect is durable; an error
-// makes the Consumer retry the whole batch, so Handle must be idempotent.
+// makes the Consumer retry the batch, so Handle must be idempotent. An error
+// wrapping a *PendingError retries only the results it holds.
 type Handler interface {
 	Handle(ctx context.Context, results []event.Result) error
 }
@@ -387,6 +388,11 @@ func (c *Consumer) attempt(b *batch) (string, error) {
 	defer cancel()
 	if !b.handled && len(b.valid) > 0 {
 		if err := c.h.Handle(ctx, b.valid); err != nil {
+			// What the handler made durable is not handed to it again.
+			var pending *PendingError
+			if errors.As(err, &pending) {
+				b.valid = pending.Results
+			}
 			return "handle", err
 		}
 	}

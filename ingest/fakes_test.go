@@ -133,6 +133,9 @@ type fakeStarter struct {
 	// the workflow or found it); an error replaces the reply: the caller
 	// does not learn what happened.
 	after func(ctx context.Context) error
+	// beforeID, when set, runs first on every call with the workflow ID;
+	// an error fails the call before the server has it.
+	beforeID func(ctx context.Context, id string) error
 
 	n atomic.Int64
 }
@@ -143,6 +146,11 @@ func (s *fakeStarter) ExecuteWorkflow(ctx context.Context, o client.StartWorkflo
 	s.srv.record(c)
 	if s.before != nil {
 		if err := s.before(ctx, int(n)); err != nil {
+			return nil, err
+		}
+	}
+	if s.beforeID != nil {
+		if err := s.beforeID(ctx, o.ID); err != nil {
 			return nil, err
 		}
 	}

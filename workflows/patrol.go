@@ -24,20 +24,167 @@ func NotifyRetryPolicy(maxAttempts int32) *temporal.RetryPolicy {
 	}
 }
 
+// fastPathChange versions PatrolDeployment's shorter path to the
+// notification (workflow.GetVersion): runs recorded before it replay the
+// original steps.
+const fastPathChange = "notify-first-local-records"
+
 // PatrolDeployment notifies the patrol of a failing result, records the
 // deployment, waits for the follow-up window to end and records whether the
 // student recovered. PatrolStatus is kept current at every step.
+//
+// The notification is the first thing the first workflow task schedules;
+// the store writes and reads are local activities (run inside the workflow
+// task that needs them, no task of their own), and the record of the
+// delivered notification and the start of the follow-up are one step.
 func PatrolDeployment(ctx workflow.Context, in PatrolInput) (PatrolResult, error) {
+	if workflow.GetVersion(ctx, fastPathChange, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return patrolDeploymentV0(ctx, in)
+	}
 	var a *activities.Patrol
 	log := workflow.GetLogger(ctx)
-	followUpAfter := in.FollowUpAfter
-	if followUpAfter <= 0 {
-		followUpAfter = DefaultFollowUpAfter
+	followUpAfter, settle := followUpTimes(in)
+	wid := workflow.GetInfo(ctx).WorkflowExecution.ID
+	out := PatrolResult{Threshold: in.Threshold}
+
+	// Store and etcd calls retry until they succeed (no attempt limit): a
+	// backend outage delays a deployment, never loses it.
+	local := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute},
+	})
+	if _, set := workflow.GetTypedSearchAttributes(ctx).GetKeyword(PatrolStatusKey); !set {
+		// Started without the start's search attributes (by hand).
+		if err := setStatus(ctx, StatusDispatching); err != nil {
+			return out, err
+		}
 	}
-	settle := DefaultFollowUpSettle
+	if !in.HasThreshold {
+		var th activities.ReadThresholdResult
+		if err := workflow.ExecuteLocalActivity(local, a.ReadThreshold, activities.ReadThresholdInput{ExerciseID: in.ExerciseID}).Get(ctx, &th); err != nil {
+			return out, err
+		}
+		if !th.Set {
+			// No threshold means no alert (DESIGN.md §2.2).
+			return out, temporal.NewNonRetryableApplicationError("exercise "+in.ExerciseID+" has no threshold: nothing to deploy", "NoThreshold", nil)
+		}
+		out.Threshold = th.Threshold
+		if err := workflow.UpsertTypedSearchAttributes(ctx, ThresholdKey.ValueSet(out.Threshold)); err != nil {
+			return out, err
+		}
+	}
+
+	dep := deployment(wid, in, out.Threshold)
+	sent, err := notify(ctx, wid, in, out.Threshold)
+	if err != nil {
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) && appErr.Type() == activities.ErrTypePatrolRejected {
+			log.Error("patrol rejected the notification", "error", err)
+			out.Status = StatusNotifyRejected
+			dep.Status = StatusNotifyRejected
+			if rerr := workflow.ExecuteLocalActivity(local, a.RecordDeployment, activities.RecordInput{Deployment: dep}).Get(ctx, nil); rerr != nil {
+				return out, rerr
+			}
+			if serr := setStatus(ctx, StatusNotifyRejected); serr != nil {
+				return out, serr
+			}
+		}
+		return out, err
+	}
+	// Delivered: the deployment is recorded as dispatched and following up
+	// in one write, then waits on a durable timer until the window
+	// (failed_at, failed_at + follow-up-after] has closed and settled.
+	out.DispatchedAt = sent.DeliveredAt
+	dep.DispatchedAt = sent.DeliveredAt
+	dep.Status = StatusFollowingUp
+	if err := workflow.ExecuteLocalActivity(local, a.RecordDeployment, activities.RecordInput{Deployment: dep}).Get(ctx, nil); err != nil {
+		return out, err
+	}
+	if err := setStatus(ctx, StatusFollowingUp); err != nil {
+		return out, err
+	}
+	windowEnd := in.FailedAt.Add(followUpAfter)
+	if wait := windowEnd.Add(settle).Sub(workflow.Now(ctx)); wait > 0 {
+		if err := workflow.Sleep(ctx, wait); err != nil {
+			return out, err
+		}
+	}
+	var fu activities.FollowUpResult
+	if err := workflow.ExecuteLocalActivity(local, a.CheckFollowUp, followUpInput(in, windowEnd, out.Threshold)).Get(ctx, &fu); err != nil {
+		return out, err
+	}
+	out.Status, out.FollowUpResults = outcome(fu), fu.Results
+	dep.Status, dep.FollowUpResults, dep.FollowUpAt = out.Status, fu.Results, workflow.Now(ctx).UTC()
+	if err := workflow.ExecuteLocalActivity(local, a.RecordDeployment, activities.RecordInput{Deployment: dep}).Get(ctx, nil); err != nil {
+		return out, err
+	}
+	if err := setStatus(ctx, out.Status); err != nil {
+		return out, err
+	}
+	return out, nil
+}
+
+func followUpTimes(in PatrolInput) (after, settle time.Duration) {
+	after = in.FollowUpAfter
+	if after <= 0 {
+		after = DefaultFollowUpAfter
+	}
+	settle = DefaultFollowUpSettle
 	if in.FollowUpSettle != nil {
 		settle = max(*in.FollowUpSettle, 0)
 	}
+	return after, settle
+}
+
+func deployment(wid string, in PatrolInput, threshold float64) store.Deployment {
+	return store.Deployment{
+		WorkflowID: wid, EventID: in.EventID, StudentID: in.StudentID, ExerciseID: in.ExerciseID,
+		Metric: in.Metric, Threshold: threshold, Latitude: in.Latitude, Longitude: in.Longitude,
+		FailedAt: in.FailedAt.UTC(),
+	}
+}
+
+// notify runs the notification activity (retried as the contract says).
+func notify(ctx workflow.Context, wid string, in PatrolInput, threshold float64) (activities.NotifyResult, error) {
+	var a *activities.Patrol
+	notifyCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy:         NotifyRetryPolicy(in.NotifyMaxAttempts),
+	})
+	var sent activities.NotifyResult
+	err := workflow.ExecuteActivity(notifyCtx, a.NotifyPatrol, activities.NotifyInput{Notification: activities.Notification{
+		DeploymentID: wid, EventID: in.EventID, StudentID: in.StudentID, ExerciseID: in.ExerciseID,
+		Metric: in.Metric, Threshold: threshold, Latitude: in.Latitude, Longitude: in.Longitude,
+		FailedAt: in.FailedAt.UTC(),
+	}}).Get(ctx, &sent)
+	return sent, err
+}
+
+func followUpInput(in PatrolInput, windowEnd time.Time, threshold float64) activities.FollowUpInput {
+	return activities.FollowUpInput{
+		Window: store.FollowUpWindow{StudentID: in.StudentID, ExerciseID: in.ExerciseID,
+			After: in.FailedAt.UTC(), Until: windowEnd.UTC()},
+		Threshold: threshold,
+	}
+}
+
+func outcome(fu activities.FollowUpResult) string {
+	switch {
+	case fu.Passed > 0:
+		return StatusRecovered
+	case fu.Results > 0:
+		return StatusStillFailing
+	default:
+		return StatusNoAttempt
+	}
+}
+
+// patrolDeploymentV0 is PatrolDeployment as it ran before fastPathChange:
+// runs recorded then replay it. Do not change it.
+func patrolDeploymentV0(ctx workflow.Context, in PatrolInput) (PatrolResult, error) {
+	var a *activities.Patrol
+	log := workflow.GetLogger(ctx)
+	followUpAfter, settle := followUpTimes(in)
 	wid := workflow.GetInfo(ctx).WorkflowExecution.ID
 	out := PatrolResult{Threshold: in.Threshold}
 
@@ -65,21 +212,8 @@ func PatrolDeployment(ctx workflow.Context, in PatrolInput) (PatrolResult, error
 		}
 	}
 
-	dep := store.Deployment{
-		WorkflowID: wid, EventID: in.EventID, StudentID: in.StudentID, ExerciseID: in.ExerciseID,
-		Metric: in.Metric, Threshold: out.Threshold, Latitude: in.Latitude, Longitude: in.Longitude,
-		FailedAt: in.FailedAt.UTC(),
-	}
-	notifyCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: 30 * time.Second,
-		RetryPolicy:         NotifyRetryPolicy(in.NotifyMaxAttempts),
-	})
-	var sent activities.NotifyResult
-	err := workflow.ExecuteActivity(notifyCtx, a.NotifyPatrol, activities.NotifyInput{Notification: activities.Notification{
-		DeploymentID: wid, EventID: in.EventID, StudentID: in.StudentID, ExerciseID: in.ExerciseID,
-		Metric: in.Metric, Threshold: out.Threshold, Latitude: in.Latitude, Longitude: in.Longitude,
-		FailedAt: in.FailedAt.UTC(),
-	}}).Get(ctx, &sent)
+	dep := deployment(wid, in, out.Threshold)
+	sent, err := notify(ctx, wid, in, out.Threshold)
 	if err != nil {
 		var appErr *temporal.ApplicationError
 		if errors.As(err, &appErr) && appErr.Type() == activities.ErrTypePatrolRejected {
@@ -121,22 +255,10 @@ func PatrolDeployment(ctx workflow.Context, in PatrolInput) (PatrolResult, error
 		}
 	}
 	var fu activities.FollowUpResult
-	if err := workflow.ExecuteActivity(local, a.CheckFollowUp, activities.FollowUpInput{
-		Window: store.FollowUpWindow{StudentID: in.StudentID, ExerciseID: in.ExerciseID,
-			After: in.FailedAt.UTC(), Until: windowEnd.UTC()},
-		Threshold: out.Threshold,
-	}).Get(ctx, &fu); err != nil {
+	if err := workflow.ExecuteActivity(local, a.CheckFollowUp, followUpInput(in, windowEnd, out.Threshold)).Get(ctx, &fu); err != nil {
 		return out, err
 	}
-	switch {
-	case fu.Passed > 0:
-		out.Status = StatusRecovered
-	case fu.Results > 0:
-		out.Status = StatusStillFailing
-	default:
-		out.Status = StatusNoAttempt
-	}
-	out.FollowUpResults = fu.Results
+	out.Status, out.FollowUpResults = outcome(fu), fu.Results
 	dep.Status = out.Status
 	dep.FollowUpResults = fu.Results
 	dep.FollowUpAt = workflow.Now(ctx).UTC()

@@ -167,7 +167,7 @@ type WorkerStore interface {
 // Worker runs the worker (patrol deployments and analytics) until ctx ends.
 func Worker(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, tc client.Client, ec *clientv3.Client, st WorkerStore) error {
 	patrol := &activities.Patrol{
-		HTTP:       &http.Client{Timeout: cfg.PatrolTimeout},
+		HTTP:       patrolClient(cfg.PatrolTimeout),
 		URL:        cfg.PatrolURL,
 		Store:      st,
 		Thresholds: thresholds.NewAdmin(ec, cfg.EtcdPrefix),
@@ -176,7 +176,28 @@ func Worker(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metric
 	log.Info("worker started", "task_queue", "acu-patrol", "patrol_url", cfg.PatrolURL)
 	m.Ready("worker")
 	an := &activities.Analytics{Store: st, Thresholds: thresholds.NewAdmin(ec, cfg.EtcdPrefix)}
-	return workers.Run(ctx, tc, workers.Activities{Patrol: patrol, Analytics: an}, worker.Options{})
+	return workers.Run(ctx, tc, workers.Activities{Patrol: patrol, Analytics: an}, WorkerOptions)
+}
+
+// patrolClient is the HTTP client of the notifications. Keep-alive
+// connections to the patrol are reused up to the worker's activity
+// concurrency: the default transport keeps two idle ones per host, and at
+// an exam's peak every other notification would open a new connection.
+func patrolClient(timeout time.Duration) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 128
+	return &http.Client{Timeout: timeout, Transport: t}
+}
+
+// WorkerOptions are the worker's task pollers and slots. The SDK's two
+// pollers per kind leave workflow tasks waiting in matching at an exam's
+// peak (every deployment makes two workflow tasks and one activity task
+// before its follow-up timer); eight of each keep a poller waiting
+// whenever a task arrives, so tasks are matched synchronously instead of
+// written to the task queue and read back.
+var WorkerOptions = worker.Options{
+	MaxConcurrentWorkflowTaskPollers: 8,
+	MaxConcurrentActivityTaskPollers: 8,
 }
 
 // ServeHTTP serves mux on addr until ctx ends. The listener is opened

@@ -58,35 +58,10 @@ func TestEndToEnd(t *testing.T) {
 // Cassandra in the integration suite.
 func endToEnd(t *testing.T, o dev.Options) {
 	cfg := o.Config
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan *dev.Stack, 1)
-	done := make(chan error, 1)
-	o.UIAddr, o.PatrolFailRate, o.Partitions = testkit.FreeAddr(t), 0.3, 3
+	ctx := context.Background()
+	o.PatrolFailRate, o.Partitions = 0.3, 3
 	o.SeedThresholds = map[string]float64{"ex-a": 50, "ex-b": 70}
-	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	o.Ready = func(s *dev.Stack) { ready <- s }
-	go func() { done <- dev.Run(ctx, o) }()
-	var s *dev.Stack
-	select {
-	case s = <-ready:
-	case err := <-done:
-		t.Fatalf("dev stack did not start: %v", err)
-	case <-time.After(2 * time.Minute):
-		t.Fatal("dev stack not ready in 2 minutes")
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("dev stack stopped with %v", err)
-		}
-	}()
-	// Ready for an operator once its three services work.
-	var code int
-	var readyz string
-	testkit.Eventually(t, time.Minute, func() bool {
-		code, readyz = testkit.Get("http://" + cfg.HTTP + "/readyz")
-		return code == http.StatusOK
-	}, func() string { return fmt.Sprintf("/readyz: %d %s", code, readyz) })
+	s := startStack(t, o)
 
 	base := time.Now().Add(-time.Second).UTC().Truncate(time.Millisecond)
 	rec := func(eventID, student, exercise string, at time.Duration, metric float64) *kgo.Record {
@@ -237,7 +212,7 @@ func endToEnd(t *testing.T, o dev.Options) {
 	// ACU_WRITE_HISTORY=<dir> saves the histories of real runs for the
 	// replay test (workflows/testdata).
 	if dir := os.Getenv("ACU_WRITE_HISTORY"); dir != "" {
-		writeHistory(ctx, t, s, "patrol-e1", filepath.Join(dir, "patrol_recovered.json"))
+		writeHistory(ctx, t, s, "patrol-e1", filepath.Join(dir, "patrol_recovered_v1.json"))
 		writeHistory(ctx, t, s, "analytics-e2e", filepath.Join(dir, "analytics.json"))
 	}
 
@@ -248,6 +223,43 @@ func endToEnd(t *testing.T, o dev.Options) {
 		})
 		return err == nil && len(resp.Executions) == 1 && resp.Executions[0].Execution.WorkflowId == "patrol-e1"
 	}, func() string { return "visibility by PatrolStatus" })
+}
+
+// startStack runs the dev stack of o (its Config has its addresses and
+// store set) until the test ends, and returns it once /readyz answers 200,
+// as an operator would wait for it.
+func startStack(t *testing.T, o dev.Options) *dev.Stack {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan *dev.Stack, 1)
+	done := make(chan error, 1)
+	o.UIAddr = testkit.FreeAddr(t)
+	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	o.Ready = func(s *dev.Stack) { ready <- s }
+	go func() { done <- dev.Run(ctx, o) }()
+	var s *dev.Stack
+	select {
+	case s = <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("dev stack did not start: %v", err)
+	case <-time.After(2 * time.Minute):
+		cancel()
+		t.Fatal("dev stack not ready in 2 minutes")
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("dev stack stopped with %v", err)
+		}
+	})
+	var code int
+	var readyz string
+	testkit.Eventually(t, time.Minute, func() bool {
+		code, readyz = testkit.Get("http://" + o.Config.HTTP + "/readyz")
+		return code == http.StatusOK
+	}, func() string { return fmt.Sprintf("/readyz: %d %s", code, readyz) })
+	return s
 }
 
 func writeHistory(ctx context.Context, t *testing.T, s *dev.Stack, id, path string) {

@@ -2,6 +2,7 @@ package devstack
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,7 +10,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,9 +46,13 @@ const (
 	temporalClusterID = "6e0c2e8a-3b8f-4c1e-9d7a-0ac0de7057ac"
 	// temporalDBFileName is the SQLite file created inside DataDir.
 	temporalDBFileName = "temporal.db"
-	// temporalStoreName names the single SQLite data store used for both
-	// execution and visibility persistence.
-	temporalStoreName = "sqlite-default"
+	// temporalVisibilityDBFileName is the SQLite file of the visibility
+	// store inside DataDir.
+	temporalVisibilityDBFileName = "visibility.db"
+	// temporalStoreName and temporalVisibilityStoreName name the SQLite data
+	// stores of execution and visibility persistence.
+	temporalStoreName           = "sqlite-default"
+	temporalVisibilityStoreName = "sqlite-visibility"
 	// temporalRetention is the workflow retention of the namespace we register.
 	temporalRetention = 24 * time.Hour
 	// temporalStartTimeout bounds StartTemporal when ctx has no earlier deadline.
@@ -96,6 +103,7 @@ type Temporal struct {
 	frontendAddr string
 	uiURL        string
 	logLevel     *slog.LevelVar // minimum level of the server's logger
+	tempDir      string         // the in-memory server's visibility file, removed at Stop
 
 	stopOnce sync.Once
 	stopErr  error
@@ -171,12 +179,13 @@ func StartTemporal(ctx context.Context, o TemporalOptions) (*Temporal, error) {
 // startServer prepares persistence and starts the Temporal services on ip;
 // ports holds the gRPC ports of frontend, history, matching and worker.
 func (t *Temporal) startServer(ctx context.Context, ip string, ports []int, o TemporalOptions, logger *slog.Logger) error {
-	sqlConf, err := temporalSQLConfig(o)
+	sqlConf, visConf, tempDir, err := temporalSQLConfig(o)
+	t.tempDir = tempDir
 	if err != nil {
 		return err
 	}
 	server, err := temporal.NewServer(
-		temporal.WithConfig(temporalServerConfig(ip, ports, sqlConf)),
+		temporal.WithConfig(temporalServerConfig(ip, ports, sqlConf, visConf)),
 		temporal.ForServices(temporal.DefaultServices),
 		temporal.WithStaticHosts(temporalStaticHosts(ip, ports)),
 		temporal.WithLogger(temporalServerLogger{l: logger}),
@@ -216,11 +225,13 @@ func (t *Temporal) Stop() error {
 			t.ui.Stop()
 			<-t.uiDone
 		}
-		if t.server == nil {
-			return
+		if t.server != nil {
+			if err := t.server.Stop(); err != nil {
+				t.stopErr = fmt.Errorf("stop temporal server: %w", err)
+			}
 		}
-		if err := t.server.Stop(); err != nil {
-			t.stopErr = fmt.Errorf("stop temporal server: %w", err)
+		if t.tempDir != "" {
+			t.stopErr = errors.Join(t.stopErr, os.RemoveAll(t.tempDir))
 		}
 	})
 	return t.stopErr
@@ -300,60 +311,195 @@ func temporalReservePorts(reqs []temporalPortReq) ([]int, error) {
 	return ports, nil
 }
 
-// temporalSQLConfig builds the SQLite persistence config, creates the schema
-// for a new database file and pre-registers the namespace (with its search
-// attributes) directly in the database. Pre-registration makes a fresh
-// server usable immediately instead of after namespace caches refresh; it is
-// a no-op when the namespace already exists (temporalSetup then adds any
-// missing search attributes through the operator API).
-func temporalSQLConfig(o TemporalOptions) (*config.SQL, error) {
-	conf := &config.SQL{PluginName: sqliteplugin.PluginName}
+// temporalSQLConfig builds the SQLite persistence configs of execution and
+// visibility, creates the schema for new database files and pre-registers
+// the namespace (with its search attributes) directly in the database.
+// Pre-registration makes a fresh server usable immediately instead of after
+// namespace caches refresh; it is a no-op when the namespace already exists
+// (temporalSetup then adds any missing search attributes through the
+// operator API).
+//
+// Execution and visibility are two databases: the SQLite plugin gives each
+// database one connection, which every persistence call of the server
+// waits for, and visibility writes (one per start and per search-attribute
+// upsert) then no longer queue behind the history service's transactions.
+// A DataDir made before the split (temporal.db without visibility.db) keeps
+// its single database, so its workflows stay listed.
+func temporalSQLConfig(o TemporalOptions) (exec, vis *config.SQL, tempDir string, err error) {
+	exec = &config.SQL{PluginName: sqliteplugin.PluginName}
+	vis = &config.SQL{PluginName: sqliteplugin.PluginName}
 	if o.DataDir == "" {
-		conf.ConnectAttributes = map[string]string{"mode": "memory", "cache": "shared"}
-		conf.DatabaseName = fmt.Sprintf("acu-devstack-%d-%d", os.Getpid(), temporalDBSeq.Add(1))
+		exec.ConnectAttributes = map[string]string{"mode": "memory", "cache": "shared"}
+		exec.DatabaseName = fmt.Sprintf("acu-devstack-%d-%d", os.Getpid(), temporalDBSeq.Add(1))
+		// Visibility in a temporary file (removed at Stop) rather than in
+		// memory, so that its schema can be trimmed before the server opens
+		// it; nothing is synced to disk.
+		dir, err := os.MkdirTemp("", "acu-devstack-visibility-")
+		if err != nil {
+			return nil, nil, tempDir, fmt.Errorf("temporal visibility dir: %w", err)
+		}
+		tempDir = dir
+		vis.ConnectAttributes = map[string]string{"mode": "rwc", "synchronous": "off", "journal_mode": "memory"}
+		vis.DatabaseName = filepath.Join(dir, temporalVisibilityDBFileName)
+		if _, err := temporalNewFile(vis, o.SearchAttributes); err != nil {
+			return nil, nil, tempDir, err
+		}
 	} else {
 		dir, err := filepath.Abs(o.DataDir)
 		if err != nil {
-			return nil, fmt.Errorf("temporal data dir: %w", err)
+			return nil, nil, tempDir, fmt.Errorf("temporal data dir: %w", err)
 		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("create temporal data dir: %w", err)
+			return nil, nil, tempDir, fmt.Errorf("create temporal data dir: %w", err)
 		}
-		conf.ConnectAttributes = map[string]string{"mode": "rwc"}
-		conf.DatabaseName = filepath.Join(dir, temporalDBFileName)
-		if _, err := os.Stat(conf.DatabaseName); errors.Is(err, os.ErrNotExist) {
-			if err := sqliteschema.SetupSchema(conf); err != nil {
-				return nil, fmt.Errorf("create temporal schema in %s: %w", conf.DatabaseName, err)
+		exec.ConnectAttributes = map[string]string{"mode": "rwc"}
+		exec.DatabaseName = filepath.Join(dir, temporalDBFileName)
+		vis.ConnectAttributes = map[string]string{"mode": "rwc"}
+		vis.DatabaseName = filepath.Join(dir, temporalVisibilityDBFileName)
+		newExec, err := temporalNewFile(exec, nil)
+		if err != nil {
+			return nil, nil, tempDir, err
+		}
+		if !newExec {
+			if _, err := os.Stat(vis.DatabaseName); errors.Is(err, os.ErrNotExist) {
+				vis = exec // made before the split: one database
 			}
-		} else if err != nil {
-			return nil, fmt.Errorf("temporal database file: %w", err)
+		}
+		if vis != exec {
+			if _, err := temporalNewFile(vis, o.SearchAttributes); err != nil {
+				return nil, nil, tempDir, err
+			}
 		}
 	}
 
 	ns, err := sqliteschema.NewNamespaceConfig(temporalClusterName, o.Namespace, false, o.SearchAttributes)
 	if err != nil {
-		return nil, fmt.Errorf("namespace %q config: %w", o.Namespace, err)
+		return nil, nil, tempDir, fmt.Errorf("namespace %q config: %w", o.Namespace, err)
 	}
-	if err := sqliteschema.CreateNamespaces(conf, ns); err != nil {
-		return nil, fmt.Errorf("pre-register namespace %q: %w", o.Namespace, err)
+	if err := sqliteschema.CreateNamespaces(exec, ns); err != nil {
+		return nil, nil, tempDir, fmt.Errorf("pre-register namespace %q: %w", o.Namespace, err)
 	}
-	return conf, nil
+	return exec, vis, tempDir, nil
+}
+
+// temporalNewFile creates the schema in conf's database file unless the
+// file exists, and reports whether it did. With searchAttrs (a visibility
+// database), the visibility indexes that no query of this system needs are
+// dropped.
+func temporalNewFile(conf *config.SQL, searchAttrs map[string]enumspb.IndexedValueType) (bool, error) {
+	_, err := os.Stat(conf.DatabaseName)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := sqliteschema.SetupSchema(conf); err != nil {
+			return false, fmt.Errorf("create temporal schema in %s: %w", conf.DatabaseName, err)
+		}
+		if searchAttrs != nil {
+			if err := temporalTrimVisibility(conf.DatabaseName, searchAttrs); err != nil {
+				return false, err
+			}
+		}
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("temporal database file: %w", err)
+	}
+	return false, nil
+}
+
+// temporalVisibilityColumns are the visibility columns whose indexes stay:
+// the UI's and the CLI's listings and filters (by start and close time,
+// execution time, ID, type and status) and the schedules'.
+var temporalVisibilityColumns = map[string]bool{
+	"execution_time": true, "workflow_id": true, "workflow_type_name": true, "status": true,
+	"TemporalScheduledStartTime": true, "TemporalScheduledById": true,
+	"TemporalSchedulePaused": true, "TemporalNamespaceDivision": true,
+}
+
+// temporalIndexColumn finds the column an executions_visibility index
+// sorts on after the namespace: "by_x ON executions_visibility
+// (namespace_id, x, ...".
+var temporalIndexColumn = regexp.MustCompile(`\(\s*namespace_id\s*,\s*([A-Za-z0-9_]+)\s*,`)
+
+// temporalTrimVisibility drops the executions_visibility indexes that no
+// query of this system uses. The SQLite schema indexes every column, each
+// through a JSON extraction of the search attributes, and every visibility
+// write (a start, each search-attribute upsert, a close) updates all of
+// them: with ~60 indexes, visibility took as much of the embedded server's
+// CPU as everything else (measured with acu bench at 100 failing results/s).
+// Kept: the default listing, the columns of temporalVisibilityColumns, and
+// every column slot of the types of the custom search attributes (which
+// slot an attribute gets is chosen at registration). A query on another
+// column still works, by a scan.
+func temporalTrimVisibility(path string, searchAttrs map[string]enumspb.IndexedValueType) error {
+	keepType := map[string]bool{}
+	for _, t := range searchAttrs {
+		switch t {
+		case enumspb.INDEXED_VALUE_TYPE_KEYWORD:
+			keepType["Keyword"] = true
+		case enumspb.INDEXED_VALUE_TYPE_DOUBLE:
+			keepType["Double"] = true
+		case enumspb.INDEXED_VALUE_TYPE_INT:
+			keepType["Int"] = true
+		case enumspb.INDEXED_VALUE_TYPE_BOOL:
+			keepType["Bool"] = true
+		case enumspb.INDEXED_VALUE_TYPE_DATETIME:
+			keepType["Datetime"] = true
+		}
+	}
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		return fmt.Errorf("opening the visibility database: %w", err)
+	}
+	defer db.Close()
+	rows, err := db.Query(`SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'executions_visibility' AND sql IS NOT NULL`)
+	if err != nil {
+		return fmt.Errorf("listing the visibility indexes: %w", err)
+	}
+	var drop []string
+	for rows.Next() {
+		var name, def string
+		if err := rows.Scan(&name, &def); err != nil {
+			rows.Close()
+			return fmt.Errorf("listing the visibility indexes: %w", err)
+		}
+		m := temporalIndexColumn.FindStringSubmatch(def)
+		if m == nil { // default_idx: (namespace_id, COALESCE(close_time ...
+			continue
+		}
+		col := m[1]
+		if temporalVisibilityColumns[col] || keepType[strings.TrimRight(col, "0123456789")] {
+			continue
+		}
+		drop = append(drop, name)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("listing the visibility indexes: %w", err)
+	}
+	for _, name := range drop {
+		if _, err := db.Exec(`DROP INDEX "` + name + `"`); err != nil {
+			return fmt.Errorf("dropping visibility index %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // temporalServerConfig builds the static server configuration. ports holds
 // the gRPC ports of frontend, history, matching and worker, in that order.
 // The frontend HTTP API, metrics, pprof and ringpop membership are all left
 // disabled so that the server opens no ports besides those four.
-func temporalServerConfig(ip string, ports []int, sqlConf *config.SQL) *config.Config {
+func temporalServerConfig(ip string, ports []int, sqlConf, visConf *config.SQL) *config.Config {
 	frontendAddr := net.JoinHostPort(ip, strconv.Itoa(ports[0]))
 	conf := &config.Config{}
 	conf.Global.Membership.MaxJoinDuration = 30 * time.Second
 	conf.Global.Membership.BroadcastAddress = ip
 
 	conf.Persistence.DefaultStore = temporalStoreName
-	conf.Persistence.VisibilityStore = temporalStoreName
+	conf.Persistence.VisibilityStore = temporalVisibilityStoreName
 	conf.Persistence.NumHistoryShards = 1
-	conf.Persistence.DataStores = map[string]config.DataStore{temporalStoreName: {SQL: sqlConf}}
+	conf.Persistence.DataStores = map[string]config.DataStore{
+		temporalStoreName:           {SQL: sqlConf},
+		temporalVisibilityStoreName: {SQL: visConf},
+	}
 
 	conf.ClusterMetadata = &cluster.Config{
 		EnableGlobalNamespace:    false,
@@ -432,6 +578,10 @@ func temporalDynamicConfig() dynamicconfig.StaticClient {
 		// polling the stopped frontend).
 		dynamicconfig.TaskQueueScannerEnabled.Key(): false,
 		dynamicconfig.HistoryScannerEnabled.Key():   false,
+		// One partition per task queue: on one host, more partitions only
+		// split the pollers and forward tasks between partitions.
+		dynamicconfig.MatchingNumTaskqueueReadPartitions.Key():  1,
+		dynamicconfig.MatchingNumTaskqueueWritePartitions.Key(): 1,
 	}
 }
 
