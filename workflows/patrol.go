@@ -33,10 +33,12 @@ const fastPathChange = "notify-first-local-records"
 // deployment, waits for the follow-up window to end and records whether the
 // student recovered. PatrolStatus is kept current at every step.
 //
-// The notification is the first thing the first workflow task schedules;
-// the store writes and reads are local activities (run inside the workflow
-// task that needs them, no task of their own), and the record of the
-// delivered notification and the start of the follow-up are one step.
+// The first notification attempt runs inside the first workflow task (a
+// local activity, see notifyFirst); the store writes and reads are local
+// activities too (run inside the workflow task that needs them, no task of
+// their own), and the record of the delivered notification and the start
+// of the follow-up are one step: a deployment whose patrol answers costs
+// one workflow task until its follow-up timer fires.
 func PatrolDeployment(ctx workflow.Context, in PatrolInput) (PatrolResult, error) {
 	if workflow.GetVersion(ctx, fastPathChange, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
 		return patrolDeploymentV0(ctx, in)
@@ -75,7 +77,7 @@ func PatrolDeployment(ctx workflow.Context, in PatrolInput) (PatrolResult, error
 	}
 
 	dep := deployment(wid, in, out.Threshold)
-	sent, err := notify(ctx, wid, in, out.Threshold)
+	sent, err := notifyFirst(ctx, wid, in, out.Threshold)
 	if err != nil {
 		var appErr *temporal.ApplicationError
 		if errors.As(err, &appErr) && appErr.Type() == activities.ErrTypePatrolRejected {
@@ -144,11 +146,54 @@ func deployment(wid string, in PatrolInput, threshold float64) store.Deployment 
 	}
 }
 
-// notify runs the notification activity (retried as the contract says).
+// notifyTimeout bounds one notification attempt as the workflow sees it
+// (the worker's HTTP client has its own, shorter, timeout).
+const notifyTimeout = 30 * time.Second
+
+// notifyFirst makes the first notification attempt a local activity: it
+// runs in the worker as soon as the first workflow task arrives, with no
+// task of its own, so a patrol that answers is notified in the time of one
+// workflow start. A first attempt that fails and may be retried is followed,
+// after the policy's first interval, by the notification activity with the
+// contract's retry policy for the remaining attempts: a long outage of the
+// patrol endpoint is retried by the server, visible in the UI as that
+// activity's attempts. Every attempt carries the same Idempotency-Key.
+func notifyFirst(ctx workflow.Context, wid string, in PatrolInput, threshold float64) (activities.NotifyResult, error) {
+	var a *activities.Patrol
+	req := activities.NotifyInput{Notification: activities.Notification{
+		DeploymentID: wid, EventID: in.EventID, StudentID: in.StudentID, ExerciseID: in.ExerciseID,
+		Metric: in.Metric, Threshold: threshold, Latitude: in.Latitude, Longitude: in.Longitude,
+		FailedAt: in.FailedAt.UTC(),
+	}}
+	policy := NotifyRetryPolicy(in.NotifyMaxAttempts)
+	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: notifyTimeout,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 1},
+	})
+	var sent activities.NotifyResult
+	err := workflow.ExecuteLocalActivity(lctx, a.NotifyPatrol, req).Get(ctx, &sent)
+	var appErr *temporal.ApplicationError
+	if err == nil || (errors.As(err, &appErr) && appErr.NonRetryable()) || policy.MaximumAttempts == 1 {
+		return sent, err
+	}
+	workflow.GetLogger(ctx).Warn("patrol notification failed; retrying", "error", err)
+	if err := workflow.Sleep(ctx, policy.InitialInterval); err != nil {
+		return sent, err
+	}
+	if policy.MaximumAttempts > 1 {
+		policy.MaximumAttempts--
+	}
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: notifyTimeout, RetryPolicy: policy})
+	err = workflow.ExecuteActivity(actx, a.NotifyPatrol, req).Get(ctx, &sent)
+	return sent, err
+}
+
+// notify runs the notification activity (retried as the contract says):
+// the path of runs recorded before fastPathChange.
 func notify(ctx workflow.Context, wid string, in PatrolInput, threshold float64) (activities.NotifyResult, error) {
 	var a *activities.Patrol
 	notifyCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: 30 * time.Second,
+		StartToCloseTimeout: notifyTimeout,
 		RetryPolicy:         NotifyRetryPolicy(in.NotifyMaxAttempts),
 	})
 	var sent activities.NotifyResult

@@ -78,6 +78,11 @@ type run struct {
 
 func start(t *testing.T, answers []int, results ...event.Result) *run {
 	t.Helper()
+	return startInput(t, input(), answers, results...)
+}
+
+func startInput(t *testing.T, in workflows.PatrolInput, answers []int, results ...event.Result) *run {
+	t.Helper()
 	p := &patrol{statuses: answers}
 	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
@@ -92,7 +97,7 @@ func start(t *testing.T, answers []int, results ...event.Result) *run {
 			r.statuses = append(r.statuses, st)
 		}
 	}).Return(nil)
-	r.env.ExecuteWorkflow(workflows.PatrolDeployment, input())
+	r.env.ExecuteWorkflow(workflows.PatrolDeployment, in)
 	return r
 }
 
@@ -176,6 +181,22 @@ func TestPermanent4xxIsNotifyRejected(t *testing.T) {
 	}
 	if len(r.store.deps) != 1 || r.store.deps[0].Status != workflows.StatusNotifyRejected {
 		t.Fatalf("deployment records %+v", r.store.deps)
+	}
+}
+
+// TestNotifyMaxAttemptsBoundsEveryAttempt: --notify-max-attempts counts
+// the first attempt (in the workflow task) with the activity's retries.
+func TestNotifyMaxAttemptsBoundsEveryAttempt(t *testing.T) {
+	for _, max := range []int32{1, 2, 4} {
+		in := input()
+		in.NotifyMaxAttempts = max
+		r := startInput(t, in, []int{503})
+		if r.env.GetWorkflowError() == nil {
+			t.Fatalf("max %d: the workflow succeeded against an endpoint that always answers 503", max)
+		}
+		if got := len(r.patrol.keys); got != int(max) {
+			t.Errorf("max %d: %d attempts", max, got)
+		}
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
-		"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/acu-patrol/acu/activities"
@@ -34,13 +34,14 @@ const (
 	bareInFlight     = 256
 )
 
-// bareWorkflow POSTs the notification and ends.
+// bareWorkflow POSTs the notification, in the cheapest form Temporal has
+// (a local activity, in the first workflow task), and ends.
 func bareWorkflow(ctx workflow.Context, n activities.NotifyInput) error {
-	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+	ctx = workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
 		StartToCloseTimeout: 30 * time.Second,
 		RetryPolicy:         workflows.NotifyRetryPolicy(0),
 	})
-	return workflow.ExecuteActivity(ctx, workflows.NotifyActivity, n).Get(ctx, nil)
+	return workflow.ExecuteLocalActivity(ctx, workflows.NotifyActivity, n).Get(ctx, nil)
 }
 
 // bare runs the bare worker and consumer until stop.

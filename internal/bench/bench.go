@@ -98,8 +98,8 @@ type Phase struct {
 	Sustained float64 `json:"sustained_patrols_per_second"`
 	// Requests and Repeated: notifications received, and how many of them
 	// repeated a key already received.
-	Requests int `json:"requests"`
-	Repeated int `json:"repeated"`
+	Requests int      `json:"requests"`
+	Repeated int      `json:"repeated"`
 	Stages   Stages   `json:"stages"`
 	Process  *Process `json:"process,omitempty"`
 }
@@ -169,7 +169,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		}
 	}
 	o.Logger.Info("bench: system phase", "load", rep.Options)
-	rep.System, err = phase(ctx, o, cl, rcv, sh, "system", workflows.NotifyActivity)
+	rep.System, err = phase(ctx, o, cl, rcv, sh, "system")
 	if smp != nil {
 		p, serr := smp.finish()
 		if serr != nil {
@@ -200,7 +200,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		return rep, err
 	}
 	o.Logger.Info("bench: bare phase", "load", rep.Options)
-	bp, err := phase(ctx, o, cl, rcv, bsh, "bare", workflows.NotifyActivity)
+	bp, err := phase(ctx, o, cl, rcv, bsh, "bare")
 	rep.Bare = &bp
 	if bp.Sustained > 0 {
 		rep.Ratio = rep.System.Sustained / bp.Sustained
@@ -224,7 +224,7 @@ func warmUp(ctx context.Context, cl *kgo.Client, rcv *receiver, sh shape, what s
 	return nil
 }
 
-func phase(ctx context.Context, o Options, cl *kgo.Client, rcv *receiver, sh shape, name, activity string) (Phase, error) {
+func phase(ctx context.Context, o Options, cl *kgo.Client, rcv *receiver, sh shape, name string) (Phase, error) {
 	reqs0, keys0 := rcv.counts()
 	l, err := produce(ctx, cl, sh)
 	p := Phase{Name: name, Failing: l.failing, Passing: l.passing}
@@ -261,7 +261,7 @@ func phase(ctx context.Context, o Options, cl *kgo.Client, rcv *receiver, sh sha
 	p.Requests = reqs - reqs0
 	p.Repeated = p.Requests - (keys - keys0)
 	if o.Samples > 0 {
-		p.Stages, err = stages(ctx, o.Temporal, l, rcv, activity, o.Samples)
+		p.Stages, err = stages(ctx, o.Temporal, l, rcv, o.Samples)
 	}
 	return p, err
 }

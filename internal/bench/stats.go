@@ -56,18 +56,15 @@ type Stages struct {
 	ToStarted Dist `json:"to_started"`
 	// ToFirstTask: started → its first workflow task picked by a worker.
 	ToFirstTask Dist `json:"to_first_task"`
-	// ToNotifyStarted: first workflow task started → the notification
-	// activity started (the workflow task, its completion, the activity's
-	// dispatch).
-	ToNotifyStarted Dist `json:"to_notify_started"`
-	// ToArrival: the notification activity started → the patrol endpoint
-	// received it.
+	// ToArrival: the first workflow task started → the patrol endpoint
+	// received the notification (the workflow code, the notification's
+	// dispatch as a local activity or as an activity task, the POST).
 	ToArrival Dist `json:"to_arrival"`
 }
 
 // stages reads the histories of up to n deployments spread evenly over
 // keys, sorted, and splits their latency.
-func stages(ctx context.Context, tc client.Client, l *load, rcv *receiver, activity string, n int) (Stages, error) {
+func stages(ctx context.Context, tc client.Client, l *load, rcv *receiver, n int) (Stages, error) {
 	keys := make([]string, 0, len(l.handoff))
 	for k := range l.handoff {
 		if _, ok := rcv.arrival(k); ok {
@@ -84,11 +81,11 @@ func stages(ctx context.Context, tc client.Client, l *load, rcv *receiver, activ
 		sample = append(sample, keys[i])
 	}
 	var (
-		mu             sync.Mutex
-		st, ft, ns, ar []time.Duration
-		firstErr       error
-		wg             sync.WaitGroup
-		sem            = make(chan struct{}, 8)
+		mu         sync.Mutex
+		st, ft, ar []time.Duration
+		firstErr   error
+		wg         sync.WaitGroup
+		sem        = make(chan struct{}, 8)
 	)
 	for _, id := range sample {
 		wg.Add(1)
@@ -96,7 +93,7 @@ func stages(ctx context.Context, tc client.Client, l *load, rcv *receiver, activ
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			started, task, notify, err := historyTimes(ctx, tc, id, activity)
+			started, task, err := historyTimes(ctx, tc, id)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -108,45 +105,30 @@ func stages(ctx context.Context, tc client.Client, l *load, rcv *receiver, activ
 			arrived, _ := rcv.arrival(id)
 			st = append(st, started.Sub(l.handoff[id]))
 			ft = append(ft, task.Sub(started))
-			ns = append(ns, notify.Sub(task))
-			ar = append(ar, arrived.Sub(notify))
+			ar = append(ar, arrived.Sub(task))
 		}()
 	}
 	wg.Wait()
-	return Stages{ToStarted: dist(st), ToFirstTask: dist(ft), ToNotifyStarted: dist(ns), ToArrival: dist(ar)}, firstErr
+	return Stages{ToStarted: dist(st), ToFirstTask: dist(ft), ToArrival: dist(ar)}, firstErr
 }
 
-// historyTimes returns when the workflow started, when its first workflow
-// task started and when the first attempt of its activity of type activity
-// started.
-func historyTimes(ctx context.Context, tc client.Client, workflowID, activity string) (started, task, notify time.Time, err error) {
+// historyTimes returns when the workflow started and when its first
+// workflow task started.
+func historyTimes(ctx context.Context, tc client.Client, workflowID string) (started, task time.Time, err error) {
 	it := tc.GetWorkflowHistory(ctx, workflowID, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	var scheduled int64 = -1
 	for it.HasNext() {
 		ev, err := it.Next()
 		if err != nil {
-			return started, task, notify, fmt.Errorf("history of %s: %w", workflowID, err)
+			return started, task, fmt.Errorf("history of %s: %w", workflowID, err)
 		}
-		at := ev.GetEventTime().AsTime()
 		switch ev.GetEventType() {
 		case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
-			started = at
+			started = ev.GetEventTime().AsTime()
 		case enumspb.EVENT_TYPE_WORKFLOW_TASK_STARTED:
-			if task.IsZero() {
-				task = at
-			}
-		case enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-			if scheduled < 0 && ev.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName() == activity {
-				scheduled = ev.GetEventId()
-			}
-		case enumspb.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-			if ev.GetActivityTaskStartedEventAttributes().GetScheduledEventId() == scheduled && notify.IsZero() {
-				notify = at
-				return started, task, notify, nil
-			}
+			return started, ev.GetEventTime().AsTime(), nil
 		}
 	}
-	return started, task, notify, fmt.Errorf("history of %s: no started %s activity", workflowID, activity)
+	return started, task, fmt.Errorf("history of %s: no workflow task started", workflowID)
 }
 
 // Process is the CPU and memory of the system under test, from its

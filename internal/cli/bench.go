@@ -85,8 +85,7 @@ func printPhase(w io.Writer, p bench.Phase) {
 		fmt.Fprintf(w, "  stages (sampled histories)\n")
 		fmt.Fprintf(w, "    producer → workflow started       %s\n", p.Stages.ToStarted)
 		fmt.Fprintf(w, "    started → first workflow task     %s\n", p.Stages.ToFirstTask)
-		fmt.Fprintf(w, "    first task → notify started       %s\n", p.Stages.ToNotifyStarted)
-		fmt.Fprintf(w, "    notify started → patrol received  %s\n", p.Stages.ToArrival)
+		fmt.Fprintf(w, "    first task → patrol received      %s\n", p.Stages.ToArrival)
 	}
 	if pr := p.Process; pr != nil {
 		fmt.Fprintf(w, "  system process       CPU %.2f cores, RSS %s at start, %s max, %s at end\n", pr.CPU, mib(pr.RSSStart), mib(pr.RSSMax), mib(pr.RSSEnd))

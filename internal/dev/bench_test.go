@@ -57,8 +57,7 @@ func TestBenchProducesItsFigures(t *testing.T) {
 			t.Errorf("%s: sustained %v/s, %d requests", p.Name, p.Sustained, p.Requests)
 		}
 		st := p.Stages
-		for name, d := range map[string]bench.Dist{"to started": st.ToStarted, "to first task": st.ToFirstTask,
-			"to notify started": st.ToNotifyStarted, "to arrival": st.ToArrival} {
+		for name, d := range map[string]bench.Dist{"to started": st.ToStarted, "to first task": st.ToFirstTask, "to arrival": st.ToArrival} {
 			if d.N != 10 {
 				t.Errorf("%s: stage %s has %d samples, want 10", p.Name, name, d.N)
 			}

@@ -213,6 +213,7 @@ func endToEnd(t *testing.T, o dev.Options) {
 	// replay test (workflows/testdata).
 	if dir := os.Getenv("ACU_WRITE_HISTORY"); dir != "" {
 		writeHistory(ctx, t, s, "patrol-e1", filepath.Join(dir, "patrol_recovered_v1.json"))
+		writeHistory(ctx, t, s, "patrol-e3", filepath.Join(dir, "patrol_no_attempt_v1.json"))
 		writeHistory(ctx, t, s, "analytics-e2e", filepath.Join(dir, "analytics.json"))
 	}
 
