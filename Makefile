@@ -8,7 +8,7 @@ export GOTOOLCHAIN := local
 STATICCHECK_VERSION   := v0.8.2
 WORKFLOWCHECK_VERSION := v0.6.0
 
-.PHONY: test fast integration lint tools build bench run
+.PHONY: test fast integration lint tools build bench bench-e2e run
 
 ## test: lint, the fast suite, then the integration suite on real servers.
 test: lint fast integration
@@ -49,6 +49,12 @@ build:
 ## bench: the hot-path benchmarks, one core.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s -cpu 1 ./internal/event/ ./ingest/
+
+## bench-e2e: failure → patrol latency measured from the producer to the
+## patrol endpoint on a fresh acu-dev, with the bare pipeline beside it;
+## ARGS are acu bench's flags, ACU_DEV_FLAGS acu-dev's (real servers).
+bench-e2e:
+	bash scripts/bench-e2e.sh $(ARGS)
 
 ## run: the whole system with the simulator.
 run:

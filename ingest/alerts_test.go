@@ -659,3 +659,39 @@ func TestAlertsRetryOnlyUnacknowledgedStarts(t *testing.T) {
 		})
 	}
 }
+
+// TestAlertsPipelinedBatchesCommitInOrder: with Pipeline 2, a batch is
+// handled while the batch before it on the same partition still waits for
+// a start, and its offsets are committed only after that batch's.
+func TestAlertsPipelinedBatchesCommitInOrder(t *testing.T) {
+	t.Parallel()
+	f := newAlerts(t)
+	held, release := make(chan struct{}), make(chan struct{})
+	f.starter.beforeID = func(ctx context.Context, id string) error {
+		if id == "patrol-ev-pipe-first" {
+			close(held)
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	}
+	f.start(t, func(c *ingest.ConsumerConfig) { c.Pipeline = 2 })
+	first := f.produce(t, record(t, result("ev-pipe-first", "rita", "c-piscine-sort", 10)))
+	<-held
+	second := f.produce(t, record(t, result("ev-pipe-second", "rita", "c-piscine-sort", 10)))
+	if first[0].Partition != second[0].Partition {
+		t.Fatalf("records on partitions %d and %d, want one", first[0].Partition, second[0].Partition)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		_, ok := f.srv.workflows()["patrol-ev-pipe-second"]
+		return ok
+	}, func() string { return "the second batch was not handled while the first waited" })
+	if c := f.mustCommitted(t, f.group); len(c) != 0 {
+		t.Fatalf("offsets %v committed while the first batch waits for its start", c)
+	}
+	close(release)
+	f.waitCommitted(t, f.group, append(first, second...))
+}

@@ -67,6 +67,14 @@ type ConsumerConfig struct {
 	MaxPollRecords int
 	// AttemptTimeout bounds one attempt at a batch; default 30s.
 	AttemptTimeout time.Duration
+	// Pipeline is how many batches of one partition are handled at once;
+	// default 1, one after the other. With more, a batch is handled while
+	// the ones before it are still in flight (a failing result waits for no
+	// other batch's starts), and offsets are still committed in order, each
+	// batch only once every batch before it is committed. The handler must
+	// then not depend on the order of batches (the alert service does not;
+	// the archiver's first-write-wins does).
+	Pipeline int
 	// Logger is required.
 	Logger *slog.Logger
 	// Metrics is required.
@@ -97,6 +105,9 @@ func (c *ConsumerConfig) withDefaults() (ConsumerConfig, error) {
 	}
 	if cfg.AttemptTimeout <= 0 {
 		cfg.AttemptTimeout = 30 * time.Second
+	}
+	if cfg.Pipeline <= 0 {
+		cfg.Pipeline = 1
 	}
 	return cfg, nil
 }
@@ -292,10 +303,20 @@ func (c *Consumer) stop(pts []*partition) {
 	}
 }
 
-// work processes one partition's batches in order until quit.
+// work processes one partition's batches until quit: up to Pipeline of
+// them at once, committed in order.
 func (c *Consumer) work(pt *partition) {
 	defer close(pt.done)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	slots := make(chan struct{}, c.cfg.Pipeline)
+	committed := closedChan // the previous batch's commit
 	for {
+		select {
+		case <-pt.quit:
+			return
+		default:
+		}
 		recs, resume := pt.dequeue()
 		if resume {
 			c.cl.ResumeFetchPartitions(map[string][]int32{c.cfg.Topic: {pt.p}})
@@ -308,22 +329,43 @@ func (c *Consumer) work(pt *partition) {
 			}
 			continue
 		}
-		if !c.process(pt, recs) {
+		select {
+		case slots <- struct{}{}:
+		case <-pt.quit:
 			return
 		}
+		prev, done := committed, make(chan struct{})
+		committed = done
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			if c.process(pt, recs, prev) {
+				close(done)
+			}
+		}()
 	}
 }
 
-// process handles one batch until it is durable and committed, retrying with
-// backoff. It returns false when told to quit before that.
-func (c *Consumer) process(pt *partition, recs []*kgo.Record) bool {
+// closedChan is a batch commit that has happened: the first batch's
+// predecessor.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// process handles one batch until it is durable and, once prev is closed
+// (the batch before it committed), committed, retrying with backoff. It
+// returns false when told to quit before that.
+func (c *Consumer) process(pt *partition, recs []*kgo.Record, prev <-chan struct{}) bool {
 	b := newBatch(c.cfg.Group, c.cfg.DLQTopic, recs)
+	b.prev = prev
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		stage, err := c.attempt(b)
+		stage, err := c.attempt(b, pt.quit)
 		if err == nil {
 			pt.lag.Set(float64(max(pt.hwm.Load()-recs[len(recs)-1].Offset-1, 0)))
 			return true
+		}
+		if errors.Is(err, errQuit) {
+			return false
 		}
 		c.cfg.Metrics.BatchErrors.WithLabelValues(c.cfg.Group, stage).Inc()
 		c.log.Warn("batch failed; retrying, offsets not committed", "partition", pt.p, "stage", stage,
@@ -345,6 +387,8 @@ type batch struct {
 	reasons []event.Reason
 	handled bool
 	dlqDone bool
+	// prev is closed once the batch before this one is committed.
+	prev <-chan struct{}
 }
 
 func newBatch(group, dlqTopic string, recs []*kgo.Record) *batch {
@@ -379,9 +423,13 @@ func dlqRecord(group, dlqTopic string, r *kgo.Record, err error) *kgo.Record {
 	}
 }
 
-// attempt runs the stages not yet durable, then commits. It returns the
-// failing stage.
-func (c *Consumer) attempt(b *batch) (string, error) {
+// errQuit ends an attempt whose partition is being stopped while it waits
+// for the batch before it.
+var errQuit = errors.New("partition stopped")
+
+// attempt runs the stages not yet durable, then, once the batch before it
+// is committed, commits. It returns the failing stage.
+func (c *Consumer) attempt(b *batch, quit <-chan struct{}) (string, error) {
 	// Not the poll context: a revoke lets the attempt in flight finish (it
 	// is bounded), a shutdown too.
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.AttemptTimeout)
@@ -406,6 +454,11 @@ func (c *Consumer) attempt(b *batch) (string, error) {
 		}
 	}
 	b.dlqDone = true
+	select {
+	case <-b.prev:
+	case <-quit:
+		return "commit", errQuit
+	}
 	if err := c.cl.CommitRecords(ctx, b.recs...); err != nil {
 		return "commit", fmt.Errorf("committing offsets: %w", err)
 	}
