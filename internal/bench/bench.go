@@ -102,6 +102,18 @@ type Phase struct {
 	Repeated int      `json:"repeated"`
 	Stages   Stages   `json:"stages"`
 	Process  *Process `json:"process,omitempty"`
+	// Windows is the latency of the failing results handed over in each
+	// successive window of the run (a tenth of it, at least 10 s): whether
+	// it holds, or drifts as the run goes on.
+	Windows []Window `json:"windows"`
+}
+
+// Window is the latency of the failing results handed to the producer
+// between From and From+Length after the start of the phase.
+type Window struct {
+	From    time.Duration `json:"from"`
+	Length  time.Duration `json:"length"`
+	Latency Dist          `json:"latency"`
 }
 
 func (o *Options) withDefaults() (Options, error) {
@@ -242,6 +254,9 @@ func phase(ctx context.Context, o Options, cl *kgo.Client, rcv *receiver, sh sha
 	}
 	var lat []time.Duration
 	var last time.Time
+	span := max(l.ended.Sub(l.began), time.Second)
+	width := max(span/10, 10*time.Second)
+	byWindow := make([][]time.Duration, int(span/width)+1)
 	for k, t0 := range l.handoff {
 		at, ok := rcv.arrival(k)
 		if !ok {
@@ -249,11 +264,18 @@ func phase(ctx context.Context, o Options, cl *kgo.Client, rcv *receiver, sh sha
 			continue
 		}
 		lat = append(lat, at.Sub(t0))
+		w := min(int(t0.Sub(l.began)/width), len(byWindow)-1)
+		byWindow[w] = append(byWindow[w], at.Sub(t0))
 		if at.After(last) {
 			last = at
 		}
 	}
 	p.Latency = dist(lat)
+	for i, ds := range byWindow {
+		if len(ds) > 0 {
+			p.Windows = append(p.Windows, Window{From: time.Duration(i) * width, Length: width, Latency: dist(ds)})
+		}
+	}
 	if d := last.Sub(l.began).Seconds(); d > 0 {
 		p.Sustained = float64(len(lat)) / d
 	}

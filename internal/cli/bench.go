@@ -87,6 +87,12 @@ func printPhase(w io.Writer, p bench.Phase) {
 		fmt.Fprintf(w, "    started → first workflow task     %s\n", p.Stages.ToFirstTask)
 		fmt.Fprintf(w, "    first task → patrol received      %s\n", p.Stages.ToArrival)
 	}
+	if len(p.Windows) > 1 {
+		fmt.Fprintf(w, "  over the run (by when the result was sent)\n")
+		for _, win := range p.Windows {
+			fmt.Fprintf(w, "    %5s–%-5s  %s\n", win.From.Round(time.Second), (win.From + win.Length).Round(time.Second), win.Latency)
+		}
+	}
 	if pr := p.Process; pr != nil {
 		fmt.Fprintf(w, "  system process       CPU %.2f cores, RSS %s at start, %s max, %s at end\n", pr.CPU, mib(pr.RSSStart), mib(pr.RSSMax), mib(pr.RSSEnd))
 		fmt.Fprintf(w, "  system counters      starts %.0f, already started %.0f, start errors %.0f, batch errors %.0f, notify attempts %.0f\n",

@@ -2,15 +2,12 @@ package dev_test
 
 import (
 	"context"
-	"flag"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/acu-patrol/acu/internal/bench"
-	"github.com/acu-patrol/acu/internal/config"
 	"github.com/acu-patrol/acu/internal/dev"
 	"github.com/acu-patrol/acu/internal/testkit"
 )
@@ -23,13 +20,9 @@ func TestBenchProducesItsFigures(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the whole dev stack")
 	}
-	var cfg config.Config
-	cfg.Register(flag.NewFlagSet("test", flag.ContinueOnError))
-	cfg.Kafka, cfg.Etcd, cfg.Temporal, cfg.HTTP = testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t)
-	cfg.Store = "sqlite:" + filepath.Join(t.TempDir(), "acu.db")
+	cfg := embeddedConfig(t)
 	listen := testkit.FreeAddr(t)
 	cfg.PatrolURL = "http://" + listen + "/patrol"
-	cfg.LogLevel = "warn"
 	s := startStack(t, dev.Options{Config: cfg, ExternalPatrol: true, Partitions: 2})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -42,15 +42,22 @@ func TestEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the whole dev stack")
 	}
+	cfg := embeddedConfig(t)
+	cfg.PatrolURL = "http://" + cfg.HTTP + "/patrol"
+	cfg.FollowUpAfter = 4 * time.Second
+	cfg.FollowUpSettle = time.Second
+	endToEnd(t, dev.Options{Config: cfg})
+}
+
+// embeddedConfig is the configuration of a dev stack of embedded servers on
+// free loopback ports with its store in the test's directory.
+func embeddedConfig(t *testing.T) config.Config {
 	var cfg config.Config
 	cfg.Register(flag.NewFlagSet("test", flag.ContinueOnError))
 	cfg.Kafka, cfg.Etcd, cfg.Temporal, cfg.HTTP = testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t)
 	cfg.Store = "sqlite:" + filepath.Join(t.TempDir(), "acu.db")
-	cfg.PatrolURL = "http://" + cfg.HTTP + "/patrol"
-	cfg.FollowUpAfter = 4 * time.Second
-	cfg.FollowUpSettle = time.Second
 	cfg.LogLevel = "warn"
-	endToEnd(t, dev.Options{Config: cfg})
+	return cfg
 }
 
 // endToEnd is the scenario of TestEndToEnd on the stack of o (whose Config
