@@ -213,7 +213,9 @@ func (a *Alerts) start(ctx context.Context, f Failing) error {
 	began := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, a.cfg.StartTimeout)
 	defer cancel()
+	a.m.StartsInFlight.Inc()
 	_, err := a.starter.ExecuteWorkflow(sctx, StartOptions(f), workflows.PatrolWorkflowType, in)
+	a.m.StartsInFlight.Dec()
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	switch {
 	case err == nil:

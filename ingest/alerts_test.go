@@ -692,6 +692,14 @@ func TestAlertsPipelinedBatchesCommitInOrder(t *testing.T) {
 	if c := f.mustCommitted(t, f.group); len(c) != 0 {
 		t.Fatalf("offsets %v committed while the first batch waits for its start", c)
 	}
+	// The held start is what /metrics shows in flight.
+	testkit.Eventually(t, 10*time.Second, func() bool { return testkit.GaugeValue(f.m.StartsInFlight) == 1 },
+		func() string {
+			return fmt.Sprintf("starts in flight %v, want 1", testkit.GaugeValue(f.m.StartsInFlight))
+		})
 	close(release)
 	f.waitCommitted(t, f.group, append(first, second...))
+	if got := testkit.GaugeValue(f.m.StartsInFlight); got != 0 {
+		t.Errorf("starts in flight %v once everything is committed, want 0", got)
+	}
 }

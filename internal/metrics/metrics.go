@@ -30,6 +30,10 @@ type Metrics struct {
 	WorkflowStarts *prometheus.CounterVec
 	// StartLatency observes the latency of acknowledged workflow starts.
 	StartLatency prometheus.Histogram
+	// StartsInFlight is the number of workflow start requests sent and not
+	// answered yet: at --max-in-flight, the alert service waits for
+	// Temporal (back-pressure, seen as consumer lag too).
+	StartsInFlight prometheus.Gauge
 	// Archived counts results written to the store (new rows, duplicates).
 	Archived *prometheus.CounterVec
 	// ConsumerLag is the number of records between the last committed
@@ -76,6 +80,9 @@ func New() *Metrics {
 			Name: "acu_workflow_start_seconds", Help: "Latency of acknowledged PatrolDeployment starts.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
+		StartsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "acu_workflow_starts_in_flight", Help: "PatrolDeployment start requests sent and not answered yet.",
+		}),
 		Archived: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "acu_results_archived_total", Help: "Results written to the store (new) or already there (duplicate).",
 		}, []string{"result"}),
@@ -98,7 +105,7 @@ func New() *Metrics {
 			Name: "acu_thresholds_malformed_total", Help: "Malformed threshold values seen (treated as missing).",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.Consumed, m.Rejected, m.Judged, m.WorkflowStarts, m.StartLatency,
+	for _, c := range []prometheus.Collector{m.Consumed, m.Rejected, m.Judged, m.WorkflowStarts, m.StartLatency, m.StartsInFlight,
 		m.Archived, m.ConsumerLag, m.BatchErrors, m.PatrolAttempts, m.Deployments, m.Thresholds, m.ThresholdsMalformed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)

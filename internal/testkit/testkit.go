@@ -108,6 +108,15 @@ func CounterValue(c prometheus.Counter) float64 {
 	return m.GetCounter().GetValue()
 }
 
+// GaugeValue reads a gauge.
+func GaugeValue(g prometheus.Gauge) float64 {
+	var m dto.Metric
+	if err := g.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetGauge().GetValue()
+}
+
 // Header returns a record header's value.
 func Header(r *kgo.Record, key string) (string, bool) {
 	for _, h := range r.Headers {
