@@ -62,18 +62,11 @@ func PatrolDeployment(ctx workflow.Context, in PatrolInput) (PatrolResult, error
 		}
 	}
 	if !in.HasThreshold {
-		var th activities.ReadThresholdResult
-		if err := workflow.ExecuteLocalActivity(local, a.ReadThreshold, activities.ReadThresholdInput{ExerciseID: in.ExerciseID}).Get(ctx, &th); err != nil {
+		th, err := currentThreshold(ctx, workflow.ExecuteLocalActivity(local, a.ReadThreshold, activities.ReadThresholdInput{ExerciseID: in.ExerciseID}), in.ExerciseID)
+		if err != nil {
 			return out, err
 		}
-		if !th.Set {
-			// No threshold means no alert (DESIGN.md §2.2).
-			return out, temporal.NewNonRetryableApplicationError("exercise "+in.ExerciseID+" has no threshold: nothing to deploy", "NoThreshold", nil)
-		}
-		out.Threshold = th.Threshold
-		if err := workflow.UpsertTypedSearchAttributes(ctx, ThresholdKey.ValueSet(out.Threshold)); err != nil {
-			return out, err
-		}
+		out.Threshold = th
 	}
 
 	dep := deployment(wid, in, out.Threshold)
@@ -126,6 +119,21 @@ func PatrolDeployment(ctx workflow.Context, in PatrolInput) (PatrolResult, error
 	return out, nil
 }
 
+// currentThreshold takes the result of the ReadThreshold call of a
+// deployment started without a threshold and makes it the deployment's
+// (search attribute Threshold); no threshold is no alert.
+func currentThreshold(ctx workflow.Context, read workflow.Future, exerciseID string) (float64, error) {
+	var th activities.ReadThresholdResult
+	if err := read.Get(ctx, &th); err != nil {
+		return 0, err
+	}
+	if !th.Set {
+		// No threshold means no alert (DESIGN.md §2.2).
+		return 0, temporal.NewNonRetryableApplicationError("exercise "+exerciseID+" has no threshold: nothing to deploy", "NoThreshold", nil)
+	}
+	return th.Threshold, workflow.UpsertTypedSearchAttributes(ctx, ThresholdKey.ValueSet(th.Threshold))
+}
+
 func followUpTimes(in PatrolInput) (after, settle time.Duration) {
 	after = in.FollowUpAfter
 	if after <= 0 {
@@ -160,11 +168,7 @@ const notifyTimeout = 30 * time.Second
 // activity's attempts. Every attempt carries the same Idempotency-Key.
 func notifyFirst(ctx workflow.Context, wid string, in PatrolInput, threshold float64) (activities.NotifyResult, error) {
 	var a *activities.Patrol
-	req := activities.NotifyInput{Notification: activities.Notification{
-		DeploymentID: wid, EventID: in.EventID, StudentID: in.StudentID, ExerciseID: in.ExerciseID,
-		Metric: in.Metric, Threshold: threshold, Latitude: in.Latitude, Longitude: in.Longitude,
-		FailedAt: in.FailedAt.UTC(),
-	}}
+	req := notification(wid, in, threshold)
 	policy := NotifyRetryPolicy(in.NotifyMaxAttempts)
 	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
 		StartToCloseTimeout: notifyTimeout,
@@ -197,12 +201,17 @@ func notify(ctx workflow.Context, wid string, in PatrolInput, threshold float64)
 		RetryPolicy:         NotifyRetryPolicy(in.NotifyMaxAttempts),
 	})
 	var sent activities.NotifyResult
-	err := workflow.ExecuteActivity(notifyCtx, a.NotifyPatrol, activities.NotifyInput{Notification: activities.Notification{
+	err := workflow.ExecuteActivity(notifyCtx, a.NotifyPatrol, notification(wid, in, threshold)).Get(ctx, &sent)
+	return sent, err
+}
+
+// notification is the notification of the deployment (DESIGN.md §2.3).
+func notification(wid string, in PatrolInput, threshold float64) activities.NotifyInput {
+	return activities.NotifyInput{Notification: activities.Notification{
 		DeploymentID: wid, EventID: in.EventID, StudentID: in.StudentID, ExerciseID: in.ExerciseID,
 		Metric: in.Metric, Threshold: threshold, Latitude: in.Latitude, Longitude: in.Longitude,
 		FailedAt: in.FailedAt.UTC(),
-	}}).Get(ctx, &sent)
-	return sent, err
+	}}
 }
 
 func followUpInput(in PatrolInput, windowEnd time.Time, threshold float64) activities.FollowUpInput {
@@ -243,18 +252,11 @@ func patrolDeploymentV0(ctx workflow.Context, in PatrolInput) (PatrolResult, err
 		return out, err
 	}
 	if !in.HasThreshold {
-		var th activities.ReadThresholdResult
-		if err := workflow.ExecuteActivity(local, a.ReadThreshold, activities.ReadThresholdInput{ExerciseID: in.ExerciseID}).Get(ctx, &th); err != nil {
+		th, err := currentThreshold(ctx, workflow.ExecuteActivity(local, a.ReadThreshold, activities.ReadThresholdInput{ExerciseID: in.ExerciseID}), in.ExerciseID)
+		if err != nil {
 			return out, err
 		}
-		if !th.Set {
-			// No threshold means no alert (DESIGN.md §2.2).
-			return out, temporal.NewNonRetryableApplicationError("exercise "+in.ExerciseID+" has no threshold: nothing to deploy", "NoThreshold", nil)
-		}
-		out.Threshold = th.Threshold
-		if err := workflow.UpsertTypedSearchAttributes(ctx, ThresholdKey.ValueSet(out.Threshold)); err != nil {
-			return out, err
-		}
+		out.Threshold = th
 	}
 
 	dep := deployment(wid, in, out.Threshold)

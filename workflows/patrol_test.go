@@ -206,3 +206,58 @@ func TestRetryPolicyOfContract(t *testing.T) {
 		t.Fatalf("retry policy %+v", p)
 	}
 }
+
+// thresholdReader answers ReadThreshold with one value, or none.
+type thresholdReader struct {
+	value float64
+	set   bool
+}
+
+func (r thresholdReader) ReadThreshold(context.Context, string) (float64, bool, error) {
+	return r.value, r.set, nil
+}
+
+// TestStartedWithoutThreshold: a deployment started by hand without a
+// threshold judges with the exercise's current one (and shows it), and
+// deploys nothing when the exercise has none.
+func TestStartedWithoutThreshold(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		th   thresholdReader
+	}{{"current threshold", thresholdReader{value: 60, set: true}}, {"no threshold", thresholdReader{}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(&patrol{statuses: []int{http.StatusOK}})
+			defer srv.Close()
+			var s testsuite.WorkflowTestSuite
+			env := s.NewTestWorkflowEnvironment()
+			env.SetStartTime(failedAt.Add(2 * time.Second))
+			env.RegisterWorkflow(workflows.PatrolDeployment)
+			st := &memStore{}
+			env.RegisterActivity(&activities.Patrol{HTTP: srv.Client(), URL: srv.URL, Store: st, Thresholds: tc.th})
+			var shown []float64
+			env.OnUpsertTypedSearchAttributes(mock.Anything).Run(func(args mock.Arguments) {
+				if v, ok := args.Get(0).(temporal.SearchAttributes).GetFloat64(workflows.ThresholdKey); ok {
+					shown = append(shown, v)
+				}
+			}).Return(nil)
+			in := input()
+			in.HasThreshold, in.Threshold = false, 0
+			env.ExecuteWorkflow(workflows.PatrolDeployment, in)
+			err := env.GetWorkflowError()
+			if !tc.th.set {
+				var appErr *temporal.ApplicationError
+				if !errors.As(err, &appErr) || appErr.Type() != "NoThreshold" || len(st.deps) != 0 {
+					t.Fatalf("error %v, %d deployments recorded; want NoThreshold and none", err, len(st.deps))
+				}
+				return
+			}
+			var out workflows.PatrolResult
+			if err != nil || env.GetWorkflowResult(&out) != nil {
+				t.Fatalf("workflow: %v", err)
+			}
+			if out.Threshold != 60 || !slices.Equal(shown, []float64{60}) || st.deps[len(st.deps)-1].Threshold != 60 {
+				t.Fatalf("threshold %v, shown %v, recorded %+v; want 60 everywhere", out.Threshold, shown, st.deps)
+			}
+		})
+	}
+}

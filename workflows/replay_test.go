@@ -1,6 +1,9 @@
 package workflows_test
 
 import (
+	"encoding/json"
+	"os"
+	"slices"
 	"testing"
 
 	"go.temporal.io/sdk/worker"
@@ -25,5 +28,33 @@ func TestReplayRecordedHistories(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestRecordedHistoriesHaveTheirShapes: the dev stack's patrol endpoint
+// fails at random, so a re-recorded history may not have the shape its
+// file stands for; this says so instead of losing that shape's replay.
+func TestRecordedHistoriesHaveTheirShapes(t *testing.T) {
+	for file, fallback := range map[string]bool{"testdata/patrol_recovered_v1.json": true, "testdata/patrol_no_attempt_v1.json": false} {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h struct {
+			Events []struct {
+				EventType string `json:"eventType"`
+			} `json:"events"`
+		}
+		if err := json.Unmarshal(raw, &h); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		var types []string
+		for _, e := range h.Events {
+			types = append(types, e.EventType)
+		}
+		if got := slices.Contains(types, "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED"); got != fallback {
+			t.Errorf("%s: notification activity scheduled %v, want %v (re-record until the first attempt %s)",
+				file, got, fallback, map[bool]string{true: "fails", false: "succeeds"}[fallback])
+		}
 	}
 }
