@@ -200,12 +200,12 @@ func patrolClient(timeout time.Duration) *http.Client {
 	return &http.Client{Timeout: timeout, Transport: t}
 }
 
-// WorkerOptions are the worker's task pollers and slots. The SDK's two
-// pollers per kind leave workflow tasks waiting in matching at an exam's
-// peak (every deployment makes two workflow tasks and one activity task
-// before its follow-up timer); eight of each keep a poller waiting
-// whenever a task arrives, so tasks are matched synchronously instead of
-// written to the task queue and read back.
+// WorkerOptions are the worker's task pollers. With the SDK's two per kind
+// tasks waited in matching at an exam's peak; eight of each keep a poller
+// waiting whenever a task arrives (the workflow tasks that come back after
+// a timer or a retried notification, the analytics' activities), so tasks
+// are matched synchronously instead of written to the task queue and read
+// back. Measured together with the embedded server's tuning (README, Speed).
 var WorkerOptions = worker.Options{
 	MaxConcurrentWorkflowTaskPollers: 8,
 	MaxConcurrentActivityTaskPollers: 8,

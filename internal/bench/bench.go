@@ -136,13 +136,18 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.Samples == 0 {
 		c.Samples = 200
 	}
-	if c.FailingRate < 0 || c.PassingRate < 0 || c.Duration < 0 || c.Burst < 0 {
-		return c, errors.New("bench: rates, duration and burst must not be negative")
+	return c, c.CheckLoad()
+}
+
+// CheckLoad says what is wrong with the load asked for, if anything.
+func (o *Options) CheckLoad() error {
+	if o.FailingRate < 0 || o.PassingRate < 0 || o.Duration < 0 || o.Burst < 0 {
+		return errors.New("rates, duration and burst must not be negative")
 	}
-	if c.Burst == 0 && (c.FailingRate == 0 || c.Duration == 0) {
-		return c, errors.New("bench: nothing to send: give a failing rate and a duration, or a burst")
+	if o.Burst == 0 && (o.FailingRate == 0 || o.Duration == 0) {
+		return errors.New("nothing to send: give a failing rate and a duration, or a burst")
 	}
-	return c, nil
+	return nil
 }
 
 // Run warms the system up with one failing result (it must reach the

@@ -20,8 +20,10 @@ type receiver struct {
 	mu       sync.Mutex
 	first    map[string]time.Time
 	requests int
-	// arrived is signalled (capacity 1) after each new key.
-	arrived chan struct{}
+	// pending are the keys waitAll waits for that have not arrived;
+	// allIn is closed when the last of them arrives.
+	pending map[string]struct{}
+	allIn   chan struct{}
 }
 
 // startReceiver listens on addr (host:port; port 0 picks one) and serves
@@ -31,8 +33,7 @@ func startReceiver(addr string) (*receiver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("patrol receiver: listening on %s: %w", addr, err)
 	}
-	r := &receiver{first: map[string]time.Time{}, arrived: make(chan struct{}, 1),
-		url: "http://" + ln.Addr().String() + "/patrol"}
+	r := &receiver{first: map[string]time.Time{}, url: "http://" + ln.Addr().String() + "/patrol"}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /patrol", r.notify)
 	r.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -50,17 +51,16 @@ func (r *receiver) notify(w http.ResponseWriter, req *http.Request) {
 	}
 	r.mu.Lock()
 	r.requests++
-	_, seen := r.first[key]
-	if !seen {
+	if _, seen := r.first[key]; !seen {
 		r.first[key] = now
-	}
-	r.mu.Unlock()
-	if !seen {
-		select {
-		case r.arrived <- struct{}{}:
-		default:
+		if _, ok := r.pending[key]; ok {
+			delete(r.pending, key)
+			if len(r.pending) == 0 {
+				close(r.allIn)
+			}
 		}
 	}
+	r.mu.Unlock()
 	w.WriteHeader(http.StatusCreated)
 }
 
@@ -80,25 +80,29 @@ func (r *receiver) counts() (requests, keys int) {
 }
 
 // waitAll waits until every key of want has arrived, or until ctx ends.
+// One waitAll at a time.
 func (r *receiver) waitAll(ctx context.Context, want map[string]time.Time) error {
-	for {
-		missing := 0
+	r.mu.Lock()
+	r.pending, r.allIn = map[string]struct{}{}, make(chan struct{})
+	for k := range want {
+		if _, ok := r.first[k]; !ok {
+			r.pending[k] = struct{}{}
+		}
+	}
+	if len(r.pending) == 0 {
+		close(r.allIn)
+	}
+	allIn := r.allIn
+	r.mu.Unlock()
+	select {
+	case <-allIn:
+		return nil
+	case <-ctx.Done():
 		r.mu.Lock()
-		for k := range want {
-			if _, ok := r.first[k]; !ok {
-				missing++
-			}
-		}
+		missing := len(r.pending)
+		r.pending = nil
 		r.mu.Unlock()
-		if missing == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%d patrols not arrived: %w", missing, ctx.Err())
-		case <-r.arrived:
-		case <-time.After(time.Second): // re-count; arrivals may have coalesced
-		}
+		return fmt.Errorf("%d patrols not arrived: %w", missing, ctx.Err())
 	}
 }
 

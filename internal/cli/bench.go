@@ -31,11 +31,8 @@ func runBench(ctx context.Context, args []string, env Env) error {
 	}); err != nil {
 		return err
 	}
-	if o.FailingRate < 0 || o.PassingRate < 0 || o.Duration < 0 || o.Burst < 0 {
-		return fmt.Errorf("%w: rates, --duration and --burst must not be negative", errUsage)
-	}
-	if o.Burst == 0 && (o.FailingRate == 0 || o.Duration == 0) {
-		return fmt.Errorf("%w: nothing to send: give --failing-rate and --duration, or --burst", errUsage)
+	if err := o.CheckLoad(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	log := app.NewLogger(&cfg)
 	tc, err := app.Temporal(&cfg, log)
