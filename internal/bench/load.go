@@ -56,17 +56,8 @@ func produce(ctx context.Context, cl *kgo.Client, sh shape) (*load, error) {
 	seq := 0
 	send := func(fail bool) {
 		seq++
-		id := sh.run + "-" + strconv.Itoa(seq)
-		metric := passingMetric
-		if fail {
-			metric = failingMetric
-		}
-		student := "bench-s" + strconv.Itoa(seq%max(sh.students, 1))
-		lat, lon := position(sh.positionSeed + uint64(seq))
 		now := time.Now()
-		value := fmt.Appendf(nil, `{"event_id":%q,"timestamp":%q,"student_id":%q,"latitude":%.5f,"longitude":%.5f,"exercise_id":%q,"metric":%d}`,
-			id, now.UTC().Format("2006-01-02T15:04:05.000Z07:00"), student, lat, lon, sh.exercise, metric)
-		rec := &kgo.Record{Topic: sh.topic, Key: []byte(student), Value: value}
+		rec, id := sh.record(seq, fail, now)
 		if fail {
 			mu.Lock()
 			l.handoff[sh.idPrefix+id] = now
@@ -127,6 +118,20 @@ func produce(ctx context.Context, cl *kgo.Client, sh shape) (*load, error) {
 		return l, fmt.Errorf("%d records not acknowledged by Kafka: %v", n, l.firstErr.Load())
 	}
 	return l, ctx.Err()
+}
+
+// record is the seq-th result of the shape, with its event id.
+func (sh shape) record(seq int, fail bool, now time.Time) (*kgo.Record, string) {
+	id := sh.run + "-" + strconv.Itoa(seq)
+	metric := passingMetric
+	if fail {
+		metric = failingMetric
+	}
+	student := "bench-s" + strconv.Itoa(seq%max(sh.students, 1))
+	lat, lon := position(sh.positionSeed + uint64(seq))
+	value := fmt.Appendf(nil, `{"event_id":%q,"timestamp":%q,"student_id":%q,"latitude":%.5f,"longitude":%.5f,"exercise_id":%q,"metric":%d}`,
+		id, now.UTC().Format("2006-01-02T15:04:05.000Z07:00"), student, lat, lon, sh.exercise, metric)
+	return &kgo.Record{Topic: sh.topic, Key: []byte(student), Value: value}, id
 }
 
 // position spreads the students over mainland France, deterministically.

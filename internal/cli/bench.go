@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ func runBench(ctx context.Context, args []string, env Env) error {
 	var cfg config.Config
 	o := bench.Options{}
 	var asJSON bool
+	var ingestRecords, ingestPartitions int
 	if _, err := parse("bench", args, env, &cfg, func(fs *flag.FlagSet) {
 		fs.Float64Var(&o.FailingRate, "failing-rate", 20, "failing results per second")
 		fs.Float64Var(&o.PassingRate, "passing-rate", 180, "passing results per second")
@@ -28,10 +30,15 @@ func runBench(ctx context.Context, args []string, env Env) error {
 		fs.StringVar(&o.PatrolListen, "patrol-listen", "127.0.0.1:8099", "listen address of the benchmark's patrol endpoint (the system must notify http://ADDR/patrol)")
 		fs.StringVar(&o.MetricsURL, "metrics-url", "http://127.0.0.1:8080/metrics", "the system's /metrics, for its CPU, memory and start counters (empty: not read)")
 		fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
+		fs.IntVar(&ingestRecords, "ingest", 0, "instead: time the alert service's consumer and a bare franz-go consumer over N passing results of a topic of their own")
+		fs.IntVar(&ingestPartitions, "ingest-partitions", 6, "partitions of the --ingest topic")
 	}); err != nil {
 		return err
 	}
-	if err := o.CheckLoad(); err != nil {
+	if ingestRecords < 0 || ingestPartitions <= 0 {
+		return fmt.Errorf("%w: --ingest must not be negative, --ingest-partitions must be positive", errUsage)
+	}
+	if err := o.CheckLoad(); ingestRecords == 0 && err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	log := app.NewLogger(&cfg)
@@ -45,18 +52,39 @@ func runBench(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	defer ec.Close()
+	if ingestRecords > 0 {
+		rep, err := bench.Ingest(ctx, bench.IngestOptions{Config: &cfg, Temporal: tc, Etcd: ec, Records: ingestRecords,
+			Partitions: int32(ingestPartitions), Logger: log})
+		return report(env.Stdout, asJSON, rep, printIngest, err)
+	}
 	o.Brokers, o.Temporal, o.Etcd, o.EtcdPrefix, o.Logger = cfg.KafkaBrokers(), tc, ec, cfg.EtcdPrefix, log
 	rep, err := bench.Run(ctx, o)
+	return report(env.Stdout, asJSON, rep, printBench, err)
+}
+
+// report prints rep, as JSON or as text, and returns the run's error.
+func report[R any](w io.Writer, asJSON bool, rep R, text func(io.Writer, R), err error) error {
 	if asJSON {
-		enc := json.NewEncoder(env.Stdout)
+		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		if jerr := enc.Encode(rep); jerr != nil {
-			return jerr
+			return errors.Join(err, jerr)
 		}
 	} else {
-		printBench(env.Stdout, rep)
+		text(w, rep)
 	}
 	return err
+}
+
+func printIngest(w io.Writer, r bench.IngestReport) {
+	fmt.Fprintf(w, "%d passing results (%.0f bytes each) on %d partitions, each consumer from the start of the topic to its last commit\n",
+		r.Records, float64(r.Bytes)/float64(max(r.Records, 1)), r.Partitions)
+	for _, c := range []bench.Consume{r.Bare, r.System} {
+		if c.Elapsed > 0 {
+			fmt.Fprintf(w, "  %-7s %9.0f records/s  (%s, %.2f cores)\n", c.Name, c.PerSec, c.Elapsed.Round(time.Millisecond), c.CPU)
+		}
+	}
+	fmt.Fprintf(w, "system / bare: %.2f\n", r.Ratio)
 }
 
 func printBench(w io.Writer, r bench.Report) {

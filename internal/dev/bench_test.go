@@ -4,8 +4,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acu-patrol/acu/internal/bench"
 	"github.com/acu-patrol/acu/internal/dev"
@@ -65,5 +69,60 @@ func TestBenchProducesItsFigures(t *testing.T) {
 	}
 	if rep.Ratio <= 0 {
 		t.Errorf("ratio to the bare pipeline %v", rep.Ratio)
+	}
+}
+
+// TestIngestBenchProducesItsFigures runs the consumer benchmark on a few
+// thousand results against the dev stack's Kafka: both consumers read the
+// whole topic and the ratio is reported; its topic and groups are gone
+// afterwards.
+func TestIngestBenchProducesItsFigures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole dev stack")
+	}
+	cfg := embeddedConfig(t)
+	s := startStack(t, dev.Options{Config: cfg, Partitions: 2})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := bench.Ingest(ctx, bench.IngestOptions{Config: &cfg, Temporal: s.Client, Etcd: s.EtcdCli, Records: 3000,
+		Partitions: 3, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Records != 3000 || rep.Bytes < 3000*100 {
+		t.Errorf("wrote %d records, %d bytes", rep.Records, rep.Bytes)
+	}
+	for _, c := range []bench.Consume{rep.Bare, rep.System} {
+		if c.Elapsed <= 0 || c.PerSec <= 0 || c.CPU <= 0 {
+			t.Errorf("%s consumer: %+v", c.Name, c)
+		}
+	}
+	if rep.Ratio <= 0 {
+		t.Errorf("ratio %v", rep.Ratio)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Kafka))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	topics, err := adm.ListTopics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range topics.Names() {
+		if strings.HasPrefix(name, "acu.bench.ingest.") {
+			t.Errorf("the benchmark left its topic %s", name)
+		}
+	}
+	groups, err := adm.ListGroups(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range groups.Groups() {
+		if strings.HasPrefix(g, "acu-bench-") {
+			t.Errorf("the benchmark left its group %s", g)
+		}
 	}
 }
