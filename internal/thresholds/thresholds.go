@@ -68,7 +68,25 @@ type Cache struct {
 	rev       int64         // etcd revision the copy reflects
 	changed   chan struct{} // closed and replaced whenever rev advances
 	watchCtx  context.Context
+
+	// Concurrent Syncs share revision reads (see currentRevision).
+	readMu   sync.Mutex
+	reading  bool     // a read is in flight
+	nextRead *revRead // the read the callers since it started wait for
 }
+
+// revRead is one linearizable revision read shared by its callers.
+type revRead struct {
+	done    chan struct{}
+	rev     int64
+	err     error
+	waiters int                // callers waiting; under readMu
+	cancel  context.CancelFunc // set when the read starts; under readMu
+}
+
+// revisionTimeout bounds one shared revision read; the callers' own
+// contexts bound their wait, and a read left by all of them ends sooner.
+const revisionTimeout = 10 * time.Second
 
 // NewCache returns a cache of the thresholds under prefix (e.g. "/acu/").
 // Run must be running for Sync to return.
@@ -87,6 +105,64 @@ func (c *Cache) Lookup(exerciseID string) (float64, bool) {
 	v, ok := c.values[exerciseID]
 	c.mu.RUnlock()
 	return v, ok
+}
+
+// currentRevision returns the cluster's revision from a linearizable read
+// that started after the call, so it covers every write that returned
+// before it. Callers arriving while a read is in flight share the next
+// one: with many partitions syncing at once, etcd sees at most one read in
+// flight and one waiting, not one per batch. A read whose callers have all
+// given up is cancelled.
+func (c *Cache) currentRevision(ctx context.Context) (int64, error) {
+	c.readMu.Lock()
+	g := c.nextRead
+	if g == nil {
+		g = &revRead{done: make(chan struct{})}
+		c.nextRead = g
+	}
+	g.waiters++
+	if !c.reading {
+		c.startRead()
+	}
+	c.readMu.Unlock()
+	select {
+	case <-g.done:
+		return g.rev, g.err
+	case <-ctx.Done():
+		c.readMu.Lock()
+		if g.waiters--; g.waiters == 0 {
+			if g.cancel != nil {
+				g.cancel()
+			} else if c.nextRead == g {
+				c.nextRead = nil
+			}
+		}
+		c.readMu.Unlock()
+		return 0, ctx.Err()
+	}
+}
+
+// startRead starts the waiting read; readMu must be held.
+func (c *Cache) startRead() {
+	g := c.nextRead
+	ctx, cancel := context.WithTimeout(context.Background(), revisionTimeout)
+	c.nextRead, c.reading, g.cancel = nil, true, cancel
+	go func() {
+		// A linearizable count-only read returns the current revision.
+		resp, err := c.cli.Get(ctx, c.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		cancel()
+		if err == nil {
+			g.rev = resp.Header.Revision
+		}
+		g.err = err
+		close(g.done)
+		c.readMu.Lock()
+		c.reading = false
+		if c.nextRead != nil {
+			c.startRead()
+		}
+		c.readMu.Unlock()
+	}()
 }
 
 // Snapshot returns a copy of the valid thresholds and the revision they reflect.
@@ -219,12 +295,10 @@ func (c *Cache) Revision() int64 {
 // notification when no threshold changed in between. It fails when etcd
 // cannot be reached or ctx ends; the caller must then not judge.
 func (c *Cache) Sync(ctx context.Context) error {
-	// A linearizable count-only read returns the cluster's current revision.
-	resp, err := c.cli.Get(ctx, c.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	target, err := c.currentRevision(ctx)
 	if err != nil {
 		return fmt.Errorf("reading etcd revision: %w", err)
 	}
-	target := resp.Header.Revision
 	ticker := time.NewTicker(50 * time.Millisecond)
 	defer ticker.Stop()
 	for {
