@@ -43,28 +43,7 @@ func (h *heldKV) Get(ctx context.Context, key string, opts ...clientv3.OpOption)
 // started after it, so it covers the writes that returned before it), and
 // each of them then judges with the thresholds written before its call.
 func TestConcurrentSyncsShareRevisionReads(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	addr, err := devstack.FreeLoopbackAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	etcd, err := devstack.StartEtcd(addr, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer etcd.Stop()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{addr}, DialTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	kv := &heldKV{KV: cli.KV, release: make(chan struct{})}
-	cli.KV = kv
-	cache := NewCache(cli, "/acu/", slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	done := make(chan error, 1)
-	go func() { done <- cache.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	ctx, cli, kv, cache := heldCache(t)
 	adm := NewAdmin(cli, "/acu/")
 
 	syncing := func(wg *sync.WaitGroup, errs chan<- error, check func() error) {
@@ -121,28 +100,7 @@ func TestConcurrentSyncsShareRevisionReads(t *testing.T) {
 // TestAbandonedRevisionReadIsCancelled: a read whose every caller gave up
 // does not hold back the next Sync.
 func TestAbandonedRevisionReadIsCancelled(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	addr, err := devstack.FreeLoopbackAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	etcd, err := devstack.StartEtcd(addr, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer etcd.Stop()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{addr}, DialTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	kv := &heldKV{KV: cli.KV, release: make(chan struct{})} // never released
-	cli.KV = kv
-	cache := NewCache(cli, "/acu/", slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	done := make(chan error, 1)
-	go func() { done <- cache.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	ctx, _, kv, cache := heldCache(t) // its reads never released
 
 	sctx, scancel := context.WithCancel(ctx)
 	errc := make(chan error, 1)
@@ -166,6 +124,34 @@ func TestAbandonedRevisionReadIsCancelled(t *testing.T) {
 	if got := kv.reads.Load(); got != 2 {
 		t.Fatalf("%d revision reads, want 2", got)
 	}
+}
+
+// heldCache runs a Cache on an etcd of its own whose revision reads are
+// counted and held (heldKV); everything stops when the test ends.
+func heldCache(t *testing.T) (context.Context, *clientv3.Client, *heldKV, *Cache) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addr, err := devstack.FreeLoopbackAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	etcd, err := devstack.StartEtcd(addr, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(etcd.Stop)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{addr}, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	kv := &heldKV{KV: cli.KV, release: make(chan struct{})}
+	cli.KV = kv
+	cache := NewCache(cli, "/acu/", slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	done := make(chan error, 1)
+	go func() { done <- cache.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ctx, cli, kv, cache
 }
 
 func closedRelease() chan struct{} { c := make(chan struct{}); close(c); return c }
