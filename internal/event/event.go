@@ -214,6 +214,19 @@ func number(v *fastjson.Value, field string, lo, hi float64) (float64, error) {
 	return f, nil
 }
 
+// The timestamps the system can represent: what RFC 3339 (the patrol
+// notification's failed_at, the workflow's input) can write, years 0000 to
+// 9999 in UTC. Any timestamp in that range is accepted, however far from
+// the clock: a laptop whose clock is wrong still gets its patrol (the
+// follow-up waits on the workflow's clock, not on failed_at). One outside it
+// could be judged but never started or notified, so it is rejected here.
+var (
+	MinTimestamp = time.Date(0, time.January, 1, 0, 0, 0, 0, time.UTC)
+	MaxTimestamp = time.Date(9999, time.December, 31, 23, 59, 59, 999_000_000, time.UTC)
+)
+
+const outsideRange = "outside 0000-01-01T00:00:00Z..9999-12-31T23:59:59.999Z, the times RFC 3339 can write"
+
 func timestamp(v *fastjson.Value) (time.Time, error) {
 	const field = "timestamp"
 	if isNull(v) {
@@ -229,12 +242,21 @@ func timestamp(v *fastjson.Value) (time.Time, error) {
 		if err != nil {
 			return time.Time{}, fieldErr(ReasonFormat, field, "%q is not RFC 3339 with an offset", b)
 		}
-		return t.UTC().Truncate(time.Millisecond), nil
+		// The offset can carry a time just inside year 9999 (or 0000)
+		// outside it once in UTC.
+		t = t.UTC().Truncate(time.Millisecond)
+		if t.Before(MinTimestamp) || t.After(MaxTimestamp) {
+			return time.Time{}, fieldErr(ReasonRange, field, "%q is %s in UTC, %s", b, t.Format(time.RFC3339Nano), outsideRange)
+		}
+		return t, nil
 	case fastjson.TypeNumber:
 		raw := v.String()
 		ms, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil {
 			return time.Time{}, fieldErr(ReasonFormat, field, "%s is not an integer of Unix epoch milliseconds", raw)
+		}
+		if ms < MinTimestamp.UnixMilli() || ms > MaxTimestamp.UnixMilli() {
+			return time.Time{}, fieldErr(ReasonRange, field, "%d ms since the epoch is %s", ms, outsideRange)
 		}
 		return time.UnixMilli(ms).UTC(), nil
 	default:

@@ -91,6 +91,11 @@ func TestParseRejects(t *testing.T) {
 		{"timestamp no offset", build(map[string]string{"timestamp": `"2026-11-28T10:00:00"`}), event.ReasonFormat, "timestamp"},
 		{"timestamp fractional ms", build(map[string]string{"timestamp": `1.5`}), event.ReasonFormat, "timestamp"},
 		{"timestamp bool", build(map[string]string{"timestamp": `true`}), event.ReasonType, "timestamp"},
+		{"epoch ms past year 9999", build(map[string]string{"timestamp": `253402300800000`}), event.ReasonRange, "timestamp"},
+		{"epoch ms centuries past 9999", build(map[string]string{"timestamp": `9223372036854775807`}), event.ReasonRange, "timestamp"},
+		{"epoch ms before year 0", build(map[string]string{"timestamp": `-62167219200001`}), event.ReasonRange, "timestamp"},
+		{"RFC 3339 year 9999 whose offset puts it in 10000", build(map[string]string{"timestamp": `"9999-12-31T23:30:00-01:00"`}), event.ReasonRange, "timestamp"},
+		{"RFC 3339 year 0000 whose offset puts it in -0001", build(map[string]string{"timestamp": `"0000-01-01T00:30:00+01:00"`}), event.ReasonRange, "timestamp"},
 		{"event_id empty", build(map[string]string{"event_id": `""`}), event.ReasonRange, "event_id"},
 		{"event_id long", build(map[string]string{"event_id": `"` + strings.Repeat("é", 129) + `"`}), event.ReasonRange, "event_id"},
 		{"event_id number", build(map[string]string{"event_id": `7`}), event.ReasonType, "event_id"},
@@ -121,6 +126,10 @@ func TestParseAcceptsBoundsAndEscapes(t *testing.T) {
 		`{"event_id":"a\"b","timestamp":0,"student_id":"s","latitude":-90,"longitude":180,"exercise_id":"e","metric":100}`,
 		`{"event_id":null,"timestamp":"2026-01-01T00:00:00.123456789-05:30","student_id":"s","latitude":90,"longitude":-180,"exercise_id":"e","metric":0}`,
 		` {"timestamp":-1000,"student_id":"A.b_c:d-9","latitude":0.0,"longitude":1e1,"exercise_id":"e","metric":5e1} `,
+		// The ends of what the system represents: a wrong clock loses no alert.
+		`{"timestamp":253402300799999,"student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":0}`,
+		`{"timestamp":-62167219200000,"student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":0}`,
+		`{"timestamp":"9999-12-31T23:59:59.999+00:00","student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":0}`,
 	} {
 		if _, err := event.Parse([]byte(v)); err != nil {
 			t.Errorf("%s: %v", v, err)
@@ -135,6 +144,8 @@ func TestParseAcceptsBoundsAndEscapes(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(valid))
 	f.Add([]byte(`{"timestamp":1,"student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":0}`))
+	f.Add([]byte(`{"timestamp":253402300799999,"student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":0}`))
+	f.Add([]byte(`{"timestamp":"9999-12-31T23:59:59.999-00:01","student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":0}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := event.Parse(b)
 		if err != nil {
@@ -150,6 +161,16 @@ func FuzzParse(f *testing.F) {
 		// Whatever is accepted is valid JSON by the standard library too.
 		if !json.Valid(b) || !utf8.ValidString(r.EventID) {
 			t.Fatalf("accepted %q, which is not valid JSON / UTF-8", b)
+		}
+		// And what is accepted can be started and notified: the workflow's
+		// input and the notification encode it as JSON, failed_at as RFC 3339.
+		enc, err := json.Marshal(r)
+		if err != nil {
+			t.Fatalf("accepted %q, whose result does not encode: %v", b, err)
+		}
+		var back event.Result
+		if err := json.Unmarshal(enc, &back); err != nil || !back.Timestamp.Equal(r.Timestamp) {
+			t.Fatalf("accepted %q, whose timestamp does not round-trip: %s, %v", b, enc, err)
 		}
 	})
 }
