@@ -11,6 +11,7 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/acu-patrol/acu/internal/event"
@@ -45,6 +46,9 @@ type AlertConfig struct {
 	// that times out is retried by the next attempt (with the same ID: a
 	// start that did happen is then acknowledged as already started).
 	StartTimeout time.Duration
+	// DataConverter is the Temporal client's (default: the SDK's): a
+	// workflow input it cannot encode is dead-lettered, not retried.
+	DataConverter converter.DataConverter
 }
 
 // Alerts judges results and starts one PatrolDeployment per failing one.
@@ -65,6 +69,9 @@ func NewAlerts(cfg AlertConfig, judge Judge, starter WorkflowStarter, log *slog.
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 10 * time.Second
 	}
+	if cfg.DataConverter == nil {
+		cfg.DataConverter = converter.GetDefaultDataConverter()
+	}
 	return &Alerts{cfg: cfg, judge: judge, starter: starter, log: log, m: m, sem: make(chan struct{}, cfg.MaxInFlight)}
 }
 
@@ -72,6 +79,8 @@ func NewAlerts(cfg AlertConfig, judge Judge, starter WorkflowStarter, log *slog.
 type Failing struct {
 	Result    event.Result
 	Threshold float64
+	// Index is the result's position in the batch judged.
+	Index int
 }
 
 // JudgeBatch splits results into the failing ones (deduplicated by
@@ -79,7 +88,7 @@ type Failing struct {
 // have been synced. This is the per-record hot path: no I/O.
 func (a *Alerts) JudgeBatch(results []event.Result) (failing []Failing, pass, unknown int) {
 	var seen map[string]struct{}
-	for _, r := range results {
+	for i, r := range results {
 		th, ok := a.judge.Lookup(r.ExerciseID)
 		switch {
 		case !ok:
@@ -92,7 +101,7 @@ func (a *Alerts) JudgeBatch(results []event.Result) (failing []Failing, pass, un
 				continue
 			}
 			seen[r.ID] = struct{}{}
-			failing = append(failing, Failing{Result: r, Threshold: th})
+			failing = append(failing, Failing{Result: r, Threshold: th, Index: i})
 		default:
 			pass++
 		}
@@ -105,7 +114,9 @@ func (a *Alerts) JudgeBatch(results []event.Result) (failing []Failing, pass, un
 // every start is acknowledged (a start of an existing deployment is
 // acknowledged too). When some starts fail or the attempt ends first, the
 // error is a *PendingError holding only the failing results not started
-// yet: the consumer retries those, never a start already acknowledged.
+// yet: the consumer retries those, never a start already acknowledged. A
+// start that can never succeed (an input that does not encode, a request
+// Temporal refuses as invalid) is in the PendingError's Dead, for the DLQ.
 func (a *Alerts) Handle(ctx context.Context, results []event.Result) error {
 	if err := a.judge.Sync(ctx); err != nil {
 		return fmt.Errorf("thresholds not current, not judging: %w", err)
@@ -120,6 +131,7 @@ func (a *Alerts) Handle(ctx context.Context, results []event.Result) error {
 		mu       sync.Mutex
 		firstErr error
 		started  = make([]bool, len(failing))
+		dead     []Dead
 	)
 	for i, f := range failing {
 		acquired := false
@@ -143,6 +155,12 @@ func (a *Alerts) Handle(ctx context.Context, results []event.Result) error {
 			err := a.start(ctx, f)
 			mu.Lock()
 			defer mu.Unlock()
+			var never *unstartable
+			if errors.As(err, &never) {
+				started[i] = true // settled: it goes to the DLQ
+				dead = append(dead, Dead{Index: f.Index, Reason: never.reason, Err: err})
+				return
+			}
 			if err != nil {
 				if firstErr == nil {
 					firstErr = err
@@ -153,28 +171,65 @@ func (a *Alerts) Handle(ctx context.Context, results []event.Result) error {
 		}()
 	}
 	wg.Wait()
-	var pending []event.Result
+	var pending []int
 	for i, f := range failing {
 		if !started[i] {
-			pending = append(pending, f.Result)
+			pending = append(pending, f.Index)
 		}
 	}
-	a.m.Judged.WithLabelValues("fail").Add(float64(len(failing) - len(pending)))
-	if len(pending) > 0 {
-		return &PendingError{Results: pending, Err: fmt.Errorf("%d of %d workflow starts not acknowledged: %w", len(pending), len(failing), firstErr)}
+	a.m.Judged.WithLabelValues("fail").Add(float64(len(failing) - len(pending) - len(dead)))
+	switch {
+	case len(pending) > 0:
+		return &PendingError{Pending: pending, Dead: dead, Err: fmt.Errorf("%d of %d workflow starts not acknowledged: %w", len(pending), len(failing), firstErr)}
+	case len(dead) > 0:
+		return &PendingError{Dead: dead}
 	}
 	return nil
 }
 
-// PendingError is returned by a Handler that made part of a batch durable:
-// only Results remain to be handled.
+// PendingError is returned by a Handler that settled only part of a batch.
+// Indexes are positions in the slice given to Handle: the results at
+// Pending remain to be handled (the consumer retries them, and only them);
+// those in Dead can never be and go to the DLQ with their reason. With no
+// Pending, the batch is settled once Dead is dead-lettered.
 type PendingError struct {
-	Results []event.Result
-	Err     error
+	Pending []int
+	Dead    []Dead
+	// Err is why Pending remain; nil when none does.
+	Err error
 }
 
-func (e *PendingError) Error() string { return e.Err.Error() }
+// Dead is a result that no retry can handle.
+type Dead struct {
+	Index int
+	// Reason is the label of the rejects metric.
+	Reason string
+	Err    error
+}
+
+func (e *PendingError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("%d results can never be handled", len(e.Dead))
+	}
+	return e.Err.Error()
+}
+
 func (e *PendingError) Unwrap() error { return e.Err }
+
+// unstartable is a start that no retry can make succeed.
+type unstartable struct {
+	reason string
+	err    error
+}
+
+func (e *unstartable) Error() string { return e.err.Error() }
+func (e *unstartable) Unwrap() error { return e.err }
+
+// Reasons of the results the alert service dead-letters after judging.
+const (
+	ReasonUnencodable  = "unencodable"
+	ReasonStartRefused = "start_refused"
+)
 
 // StartOptions are the start options of the deployment for a failing result.
 func StartOptions(f Failing) client.StartWorkflowOptions {
@@ -210,13 +265,23 @@ func (a *Alerts) start(ctx context.Context, f Failing) error {
 		Threshold: f.Threshold, HasThreshold: true, FollowUpAfter: a.cfg.FollowUpAfter, FollowUpSettle: &a.cfg.FollowUpSettle,
 		NotifyMaxAttempts: a.cfg.NotifyMaxAttempts,
 	}
+	// The SDK encodes the input before it sends anything, and an input that
+	// does not encode never will: the result is dead-lettered, never
+	// retried. (An extra encoding per failing result, a few µs.)
+	if _, err := a.cfg.DataConverter.ToPayloads(in); err != nil {
+		a.m.WorkflowStarts.WithLabelValues("unencodable").Inc()
+		return &unstartable{ReasonUnencodable, fmt.Errorf("the input of %s does not encode: %w", workflows.PatrolWorkflowID(r.ID), err)}
+	}
 	began := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, a.cfg.StartTimeout)
 	defer cancel()
 	a.m.StartsInFlight.Inc()
 	_, err := a.starter.ExecuteWorkflow(sctx, StartOptions(f), workflows.PatrolWorkflowType, in)
 	a.m.StartsInFlight.Dec()
-	var already *serviceerror.WorkflowExecutionAlreadyStarted
+	var (
+		already *serviceerror.WorkflowExecutionAlreadyStarted
+		invalid *serviceerror.InvalidArgument
+	)
 	switch {
 	case err == nil:
 		a.m.WorkflowStarts.WithLabelValues("started").Inc()
@@ -227,6 +292,13 @@ func (a *Alerts) start(ctx context.Context, f Failing) error {
 		a.m.WorkflowStarts.WithLabelValues("already_started").Inc()
 		a.m.StartLatency.Observe(time.Since(began).Seconds())
 		return nil
+	case errors.As(err, &invalid):
+		// Temporal refuses this request as such (a size limit, a value it
+		// cannot index): resending it cannot help. The service checks at
+		// its start that the search attributes exist, so this is the
+		// record's, not the namespace's.
+		a.m.WorkflowStarts.WithLabelValues("refused").Inc()
+		return &unstartable{ReasonStartRefused, fmt.Errorf("Temporal refused to start %s: %w", workflows.PatrolWorkflowID(r.ID), err)}
 	default:
 		a.m.WorkflowStarts.WithLabelValues("error").Inc()
 		return fmt.Errorf("starting %s: %w", workflows.PatrolWorkflowID(r.ID), err)

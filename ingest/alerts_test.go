@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 
 	"github.com/acu-patrol/acu/ingest"
 	"github.com/acu-patrol/acu/internal/event"
@@ -574,18 +576,94 @@ func TestAlertsStuckPartitionDoesNotBlockOthers(t *testing.T) {
 	}
 }
 
-// refusingStarter refuses one workflow ID forever, as Temporal refuses a
-// start whose search attributes are not registered.
+// refusingStarter fails the starts of one workflow ID forever, with err
+// (default: Unavailable, as a history shard that never comes back).
 type refusingStarter struct {
 	inner  ingest.WorkflowStarter
 	refuse string
+	err    error
 }
 
 func (s *refusingStarter) ExecuteWorkflow(ctx context.Context, o client.StartWorkflowOptions, wf any, args ...any) (client.WorkflowRun, error) {
 	if o.ID == s.refuse {
-		return nil, serviceerror.NewInvalidArgument("search attribute StudentId is not defined")
+		if s.err != nil {
+			return nil, s.err
+		}
+		return nil, serviceerror.NewUnavailable("shard unavailable")
 	}
 	return s.inner.ExecuteWorkflow(ctx, o, wf, args...)
+}
+
+// failingConverter cannot encode the input of one event, as the SDK's
+// converter cannot encode a time past year 9999.
+type failingConverter struct {
+	converter.DataConverter
+	eventID string
+}
+
+func (c failingConverter) ToPayloads(values ...any) (*commonpb.Payloads, error) {
+	for _, v := range values {
+		if in, ok := v.(workflows.PatrolInput); ok && in.EventID == c.eventID {
+			return nil, errors.New("json: error calling MarshalJSON for type time.Time: Time.MarshalJSON: year outside of range [0,9999]")
+		}
+	}
+	return c.DataConverter.ToPayloads(values...)
+}
+
+// TestAlertsDeadLetterWhatCanNeverStart: a failing result whose start can
+// never succeed (Temporal refuses the request as invalid; its input does not
+// encode) goes to the DLQ with its reason instead of being retried forever,
+// and the partition goes on: the next failing result on it is started.
+func TestAlertsDeadLetterWhatCanNeverStart(t *testing.T) {
+	t.Parallel()
+	f := newAlerts(t)
+	refusing := &refusingStarter{inner: f.starter, refuse: "patrol-ev-refused", err: serviceerror.NewInvalidArgument("search attribute value of size 3000 exceeds size limit 2048")}
+	cfg := f.cfg
+	cfg.DataConverter = failingConverter{DataConverter: converter.GetDefaultDataConverter(), eventID: "ev-unencodable"}
+	f.run(t, f.group, f.m, ingest.NewAlerts(cfg, f.judge, refusing, f.log, f.m))
+
+	key := []byte("lea")
+	recs := f.produce(t,
+		&kgo.Record{Key: key, Value: value(t, result("ev-refused", "lea", "c-piscine-sort", 1))},
+		&kgo.Record{Key: key, Value: value(t, result("ev-unencodable", "lea", "c-piscine-sort", 2))},
+		&kgo.Record{Key: key, Value: value(t, result("ev-after", "lea", "c-piscine-sort", 3))},
+	)
+	f.waitCommitted(t, f.group, recs)
+	if ids := f.ids(); len(ids) != 1 || ids[0] != "patrol-ev-after" {
+		t.Errorf("workflows %v, want patrol-ev-after", ids)
+	}
+	want := map[string]struct {
+		rec     *kgo.Record
+		reason  string
+		mention string
+	}{
+		fmt.Sprintf("piscine.results/%d/%d", recs[0].Partition, recs[0].Offset): {recs[0], ingest.ReasonStartRefused, "exceeds size limit"},
+		fmt.Sprintf("piscine.results/%d/%d", recs[1].Partition, recs[1].Offset): {recs[1], ingest.ReasonUnencodable, "year outside of range"},
+	}
+	dlq := f.dlq(t)
+	if len(dlq) != len(want) {
+		t.Errorf("%d DLQ records, want %d", len(dlq), len(want))
+	}
+	for _, d := range dlq {
+		src, _ := testkit.Header(d, ingest.HeaderSource)
+		w, ok := want[src]
+		if !ok {
+			t.Errorf("unexpected DLQ record from %s", src)
+			continue
+		}
+		if !bytes.Equal(d.Value, w.rec.Value) || !bytes.Equal(d.Key, w.rec.Key) {
+			t.Errorf("DLQ record of %s differs from the original", src)
+		}
+		if msg, _ := testkit.Header(d, ingest.HeaderError); !strings.Contains(msg, w.mention) {
+			t.Errorf("%s of %s = %q, want it to mention %q", ingest.HeaderError, src, msg, w.mention)
+		}
+		if got := testkit.CounterValue(f.m.Rejected.WithLabelValues(f.group, w.reason)); got != 1 {
+			t.Errorf("Rejected{%s} = %v, want 1", w.reason, got)
+		}
+	}
+	if got := testkit.CounterValue(f.m.Judged.WithLabelValues("fail")); got != 1 {
+		t.Errorf("Judged{fail} = %v, want 1 (the started one)", got)
+	}
 }
 
 // TestAlertsRetryOnlyUnacknowledgedStarts: when some starts of a batch fail,

@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -23,6 +26,7 @@ import (
 	"github.com/acu-patrol/acu/ingest"
 	"github.com/acu-patrol/acu/internal/config"
 	"github.com/acu-patrol/acu/internal/metrics"
+	"github.com/acu-patrol/acu/internal/searchattr"
 	"github.com/acu-patrol/acu/internal/store"
 	"github.com/acu-patrol/acu/internal/store/cassandra"
 	"github.com/acu-patrol/acu/internal/store/sqlite"
@@ -130,6 +134,12 @@ func Ingest(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metric
 	if err != nil {
 		return err
 	}
+	// A start Temporal refuses as invalid is dead-lettered; a namespace
+	// without the search attributes would refuse them all, so the service
+	// consumes nothing until they exist.
+	if err := awaitSearchAttributes(ctx, tc, cfg.Namespace, log, m); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
@@ -138,6 +148,33 @@ func Ingest(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metric
 	cancel()
 	<-done
 	return err
+}
+
+// awaitSearchAttributes waits (1 s doubling to 30 s, logged and on
+// /readyz) until the namespace has every search attribute of the
+// deployments: Temporal down, or acu setup not run yet.
+func awaitSearchAttributes(ctx context.Context, tc client.Client, namespace string, log *slog.Logger, m *metrics.Metrics) error {
+	const component = "ingest-temporal"
+	delay := time.Second
+	for attempt := 1; ; attempt++ {
+		missing, err := searchattr.Missing(ctx, tc, namespace, SearchAttributes)
+		if err == nil && len(missing) == 0 {
+			m.Ready(component)
+			return nil
+		}
+		if err == nil {
+			names := slices.Sorted(maps.Keys(missing))
+			err = fmt.Errorf("namespace %q lacks the search attributes %s: run acu setup", namespace, strings.Join(names, ", "))
+		}
+		log.Warn("not consuming: the deployments cannot be started yet", "attempt", attempt, "retry_in", delay, "err", err)
+		m.Waiting(component, err.Error())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
 }
 
 // AlertsPipeline is how many batches of one partition the alert service
