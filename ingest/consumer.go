@@ -48,7 +48,8 @@ const (
 // Handler receives the valid results of one partition batch, in offset
 // order. It returns nil only once every result's effect is durable; an error
 // makes the Consumer retry the batch, so Handle must be idempotent. An error
-// wrapping a *PendingError retries only the results it holds.
+// wrapping a *PendingError retries only the results it names as pending and
+// dead-letters those it names as dead.
 type Handler interface {
 	Handle(ctx context.Context, results []event.Result) error
 }
@@ -198,6 +199,8 @@ func NewConsumer(cfg ConsumerConfig, h Handler) (*Consumer, error) {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(500 * time.Millisecond),
 		kgo.ProducerLinger(0),
+		// The DLQ takes any record the results topic took, plus headers.
+		kgo.ProducerBatchMaxBytes(DLQMaxMessageBytes),
 	}
 	opts = append(opts, cfg.ExtraOpts...)
 	cl, err := kgo.NewClient(opts...)
@@ -381,18 +384,20 @@ func (c *Consumer) process(pt *partition, recs []*kgo.Record, prev <-chan struct
 
 // batch is one partition batch with its validation done once.
 type batch struct {
-	recs    []*kgo.Record
-	valid   []event.Result
-	rejects []*kgo.Record // DLQ records, built once
-	reasons []event.Reason
-	handled bool
-	dlqDone bool
+	recs  []*kgo.Record
+	valid []event.Result
+	// validRecs[i] is the record of valid[i].
+	validRecs []*kgo.Record
+	rejects   []*kgo.Record // DLQ records, built once
+	reasons   []event.Reason
+	handled   bool
+	dlqDone   bool
 	// prev is closed once the batch before this one is committed.
 	prev <-chan struct{}
 }
 
 func newBatch(group, dlqTopic string, recs []*kgo.Record) *batch {
-	b := &batch{recs: recs, valid: make([]event.Result, 0, len(recs))}
+	b := &batch{recs: recs, valid: make([]event.Result, 0, len(recs)), validRecs: make([]*kgo.Record, 0, len(recs))}
 	for _, r := range recs {
 		res, err := event.Parse(r.Value)
 		if err != nil {
@@ -406,21 +411,27 @@ func newBatch(group, dlqTopic string, recs []*kgo.Record) *batch {
 			continue
 		}
 		b.valid = append(b.valid, res)
+		b.validRecs = append(b.validRecs, r)
 	}
 	return b
 }
 
-func dlqRecord(group, dlqTopic string, r *kgo.Record, err error) *kgo.Record {
-	return &kgo.Record{
-		Topic: dlqTopic,
-		Key:   r.Key,
-		Value: r.Value,
-		Headers: []kgo.RecordHeader{
-			{Key: HeaderError, Value: []byte(err.Error())},
-			{Key: HeaderSource, Value: []byte(r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10))},
-			{Key: HeaderGroup, Value: []byte(group)},
-		},
+// settle applies what a handler settled: its dead results join the
+// rejects, and only its pending ones stay to be handled. It reports
+// whether some remain.
+func (b *batch) settle(group, dlqTopic string, pe *PendingError) (pending bool) {
+	for _, d := range pe.Dead {
+		b.rejects = append(b.rejects, dlqRecord(group, dlqTopic, b.validRecs[d.Index], d.Err))
+		b.reasons = append(b.reasons, event.Reason(d.Reason))
 	}
+	valid := make([]event.Result, 0, len(pe.Pending))
+	recs := make([]*kgo.Record, 0, len(pe.Pending))
+	for _, i := range pe.Pending {
+		valid = append(valid, b.valid[i])
+		recs = append(recs, b.validRecs[i])
+	}
+	b.valid, b.validRecs = valid, recs
+	return len(valid) > 0
 }
 
 // errQuit ends an attempt whose partition is being stopped while it waits
@@ -436,24 +447,17 @@ func (c *Consumer) attempt(b *batch, quit <-chan struct{}) (string, error) {
 	defer cancel()
 	if !b.handled && len(b.valid) > 0 {
 		if err := c.h.Handle(ctx, b.valid); err != nil {
-			// What the handler made durable is not handed to it again.
-			var pending *PendingError
-			if errors.As(err, &pending) {
-				b.valid = pending.Results
+			// What the handler settled is not handed to it again.
+			var pe *PendingError
+			if !errors.As(err, &pe) || b.settle(c.cfg.Group, c.cfg.DLQTopic, pe) {
+				return "handle", err
 			}
-			return "handle", err
 		}
 	}
 	b.handled = true
-	if !b.dlqDone && len(b.rejects) > 0 {
-		if err := c.cl.ProduceSync(ctx, b.rejects...).FirstErr(); err != nil {
-			return "dlq", fmt.Errorf("writing %d records to %s: %w", len(b.rejects), c.cfg.DLQTopic, err)
-		}
-		for _, reason := range b.reasons {
-			c.cfg.Metrics.Rejected.WithLabelValues(c.cfg.Group, string(reason)).Inc()
-		}
+	if err := c.writeDLQ(ctx, b); err != nil {
+		return "dlq", err
 	}
-	b.dlqDone = true
 	select {
 	case <-b.prev:
 	case <-quit:

@@ -224,7 +224,9 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ProducerLinger(0))
+	// The producer writes what the broker takes (as kcat would), not only
+	// what franz-go's default batch size allows.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ProducerLinger(0), kgo.ProducerBatchMaxBytes(ingest.ResultsMaxMessageBytes))
 	if err != nil {
 		t.Fatal(err)
 	}

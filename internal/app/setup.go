@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -72,7 +73,11 @@ func Setup(ctx context.Context, cfg *config.Config, o SetupOptions, tc client.Cl
 	return nil
 }
 
-// CreateTopics creates the results topic and its DLQ unless they exist.
+// CreateTopics creates the results topic and its DLQ unless they exist,
+// with explicit configs (ingest.TopicConfigs), and makes sure the DLQ of
+// existing topics takes any record the results topic takes, with room for
+// the DLQ's headers: a reject that cannot be copied would hold its
+// partition back (the consumer then truncates it).
 func CreateTopics(ctx context.Context, brokers []string, partitions int32, rf int16, log *slog.Logger) error {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
@@ -80,21 +85,65 @@ func CreateTopics(ctx context.Context, brokers []string, partitions int32, rf in
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	resps, err := adm.CreateTopics(ctx, partitions, rf, nil, ingest.ResultsTopic, ingest.DLQTopic)
-	if err != nil {
-		return fmt.Errorf("creating topics: %w", err)
-	}
-	for _, r := range resps.Sorted() {
+	for _, topic := range []string{ingest.ResultsTopic, ingest.DLQTopic} {
+		r, err := adm.CreateTopic(ctx, partitions, rf, ingest.TopicConfigs(topic == ingest.DLQTopic), topic)
+		if err == nil {
+			err = r.Err
+		}
 		switch {
-		case r.Err == nil:
-			log.Info("topic created", "topic", r.Topic, "partitions", partitions)
-		case errors.Is(r.Err, kerr.TopicAlreadyExists):
-			log.Info("topic exists", "topic", r.Topic)
+		case err == nil:
+			log.Info("topic created", "topic", topic, "partitions", partitions)
+		case errors.Is(err, kerr.TopicAlreadyExists):
+			log.Info("topic exists", "topic", topic)
 		default:
-			return fmt.Errorf("creating topic %s: %w", r.Topic, r.Err)
+			return fmt.Errorf("creating topic %s: %w", topic, err)
 		}
 	}
+	results, err := maxMessageBytes(ctx, adm, ingest.ResultsTopic)
+	if err != nil {
+		return err
+	}
+	dlq, err := maxMessageBytes(ctx, adm, ingest.DLQTopic)
+	if err != nil {
+		return err
+	}
+	if want := results + ingest.DLQHeadroom; dlq < want {
+		v := strconv.Itoa(want)
+		resp, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "max.message.bytes", Value: &v}}, ingest.DLQTopic)
+		if err == nil {
+			_, err = resp.On(ingest.DLQTopic, nil)
+		}
+		if err != nil {
+			return fmt.Errorf("raising max.message.bytes of %s from %d to %s (%s takes %d): %w", ingest.DLQTopic, dlq, v, ingest.ResultsTopic, results, err)
+		}
+		log.Info("DLQ max.message.bytes raised to take any result", "topic", ingest.DLQTopic, "from", dlq, "to", want)
+	}
 	return nil
+}
+
+// maxMessageBytes is the topic's max.message.bytes, its own or inherited.
+func maxMessageBytes(ctx context.Context, adm *kadm.Client, topic string) (int, error) {
+	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("describing %s: %w", topic, err)
+	}
+	rc, err := rcs.On(topic, nil)
+	if err == nil {
+		err = rc.Err
+	}
+	if err != nil {
+		return 0, fmt.Errorf("describing %s: %w", topic, err)
+	}
+	for _, c := range rc.Configs {
+		if c.Key == "max.message.bytes" {
+			n, err := strconv.Atoi(c.MaybeValue())
+			if err != nil {
+				return 0, fmt.Errorf("%s: max.message.bytes %q: %w", topic, c.MaybeValue(), err)
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("%s has no max.message.bytes", topic)
 }
 
 // RegisterSearchAttributes adds the custom search attributes missing from
