@@ -134,10 +134,15 @@ type partition struct {
 
 	// The poll loop never blocks on a partition: it queues the batch and
 	// pauses fetching the partition while its queue is full, so a partition
-	// that cannot make progress holds back no other.
+	// that cannot make progress holds back no other. paused and the
+	// client's pause change together, under mu: a pause decided by the poll
+	// loop and a resume decided by the worker cannot land in the other
+	// order and leave the partition paused with nothing queued.
 	mu     sync.Mutex
 	queue  [][]*kgo.Record
 	paused bool
+	fetch  fetchPauser
+	topic  string
 	wake   chan struct{} // capacity 1: "the queue changed"
 
 	quit chan struct{}
@@ -148,36 +153,54 @@ type partition struct {
 // before its fetching is paused.
 const maxQueued = 4
 
-// enqueue adds a batch and reports whether fetching must now be paused.
-func (pt *partition) enqueue(recs []*kgo.Record) (pause bool) {
+// fetchPauser is the part of the Kafka client that pauses fetching.
+type fetchPauser interface {
+	PauseFetchPartitions(map[string][]int32) map[string][]int32
+	ResumeFetchPartitions(map[string][]int32)
+}
+
+// enqueue adds a batch and pauses fetching while the queue is full.
+func (pt *partition) enqueue(recs []*kgo.Record) {
 	pt.mu.Lock()
 	pt.queue = append(pt.queue, recs)
 	if len(pt.queue) >= maxQueued && !pt.paused {
-		pt.paused, pause = true, true
+		pt.paused = true
+		pt.fetch.PauseFetchPartitions(map[string][]int32{pt.topic: {pt.p}})
 	}
 	pt.mu.Unlock()
 	select {
 	case pt.wake <- struct{}{}:
 	default:
 	}
-	return pause
 }
 
-// dequeue takes the oldest batch, if any, and reports whether fetching may
-// resume.
-func (pt *partition) dequeue() (recs []*kgo.Record, resume bool) {
+// dequeue takes the oldest batch, if any, and resumes fetching once the
+// queue has room again.
+func (pt *partition) dequeue() []*kgo.Record {
 	pt.mu.Lock()
 	defer pt.mu.Unlock()
 	if len(pt.queue) == 0 {
-		return nil, false
+		return nil
 	}
-	recs = pt.queue[0]
+	recs := pt.queue[0]
 	pt.queue[0] = nil
 	pt.queue = pt.queue[1:]
 	if pt.paused && len(pt.queue) < maxQueued/2 {
-		pt.paused, resume = false, true
+		pt.paused = false
+		pt.fetch.ResumeFetchPartitions(map[string][]int32{pt.topic: {pt.p}})
 	}
-	return recs, resume
+	return recs
+}
+
+// unpause resumes fetching if it is paused: a stopped partition fetches
+// again if it comes back to this member.
+func (pt *partition) unpause() {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	if pt.paused {
+		pt.paused = false
+		pt.fetch.ResumeFetchPartitions(map[string][]int32{pt.topic: {pt.p}})
+	}
 }
 
 // NewConsumer creates the Kafka client; Run starts consuming.
@@ -237,9 +260,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 				return
 			}
 			pt.hwm.Store(fp.HighWatermark)
-			if pt.enqueue(fp.Records) {
-				c.cl.PauseFetchPartitions(map[string][]int32{fp.Topic: {fp.Partition}})
-			}
+			pt.enqueue(fp.Records)
 		})
 		c.cl.AllowRebalance()
 	}
@@ -253,7 +274,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 func (c *Consumer) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
 	for _, ps := range assigned {
 		for _, p := range ps {
-			pt := &partition{p: p, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+			pt := &partition{p: p, fetch: c.cl, topic: c.cfg.Topic, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 				lag: c.cfg.Metrics.ConsumerLag.WithLabelValues(c.cfg.Group, c.cfg.Topic, strconv.Itoa(int(p)))}
 			c.parts[p] = pt
 			go c.work(pt)
@@ -294,15 +315,9 @@ func (c *Consumer) stop(pts []*partition) {
 	for _, pt := range pts {
 		close(pt.quit)
 	}
-	var resume []int32
 	for _, pt := range pts {
 		<-pt.done
-		if pt.paused {
-			resume = append(resume, pt.p)
-		}
-	}
-	if len(resume) > 0 {
-		c.cl.ResumeFetchPartitions(map[string][]int32{c.cfg.Topic: resume})
+		pt.unpause()
 	}
 }
 
@@ -320,10 +335,7 @@ func (c *Consumer) work(pt *partition) {
 			return
 		default:
 		}
-		recs, resume := pt.dequeue()
-		if resume {
-			c.cl.ResumeFetchPartitions(map[string][]int32{c.cfg.Topic: {pt.p}})
-		}
+		recs := pt.dequeue()
 		if recs == nil {
 			select {
 			case <-pt.quit:
