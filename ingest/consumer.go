@@ -141,7 +141,7 @@ type partition struct {
 	mu     sync.Mutex
 	queue  [][]*kgo.Record
 	paused bool
-	fetch  fetchPauser
+	fetch  fetchPauser // the client given to the assignment callback
 	topic  string
 	wake   chan struct{} // capacity 1: "the queue changed"
 
@@ -271,10 +271,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return nil
 }
 
-func (c *Consumer) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+func (c *Consumer) assigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	for _, ps := range assigned {
 		for _, p := range ps {
-			pt := &partition{p: p, fetch: c.cl, topic: c.cfg.Topic, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+			pt := &partition{p: p, fetch: cl, topic: c.cfg.Topic, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 				lag: c.cfg.Metrics.ConsumerLag.WithLabelValues(c.cfg.Group, c.cfg.Topic, strconv.Itoa(int(p)))}
 			c.parts[p] = pt
 			go c.work(pt)
