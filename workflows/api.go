@@ -50,6 +50,9 @@ const (
 	StatusStillFailing   = store.StatusStillFailing
 	StatusNoAttempt      = store.StatusNoAttempt
 	StatusNotifyRejected = store.StatusNotifyRejected
+	// StatusNotifyExhausted: the notification's attempts ran out
+	// (NotifyMaxAttempts), the patrol never answered 2xx.
+	StatusNotifyExhausted = store.StatusNotifyExhausted
 )
 
 // DefaultFollowUpAfter is the default follow-up delay.

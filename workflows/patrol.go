@@ -29,6 +29,15 @@ func NotifyRetryPolicy(maxAttempts int32) *temporal.RetryPolicy {
 // original steps.
 const fastPathChange = "notify-first-local-records"
 
+// followUpChange versions two changes made together (workflow.GetVersion):
+// the follow-up check waits from the workflow's start, not from failed_at
+// (a laptop's clock, which may be years off either way: a clock behind had
+// the check run before the student could retake, one centuries ahead slept
+// for centuries), and a notification whose attempts are exhausted
+// (--notify-max-attempts) is recorded as notify-exhausted instead of left
+// dispatching. Runs recorded before replay the earlier steps.
+const followUpChange = "follow-up-from-start"
+
 // PatrolDeployment notifies the patrol of a failing result, records the
 // deployment, waits for the follow-up window to end and records whether the
 // student recovered. PatrolStatus is kept current at every step.
@@ -71,16 +80,26 @@ func PatrolDeployment(ctx workflow.Context, in PatrolInput) (PatrolResult, error
 
 	dep := deployment(wid, in, out.Threshold)
 	sent, err := notifyFirst(ctx, wid, in, out.Threshold)
+	v := workflow.GetVersion(ctx, followUpChange, workflow.DefaultVersion, 1)
 	if err != nil {
 		var appErr *temporal.ApplicationError
-		if errors.As(err, &appErr) && appErr.Type() == activities.ErrTypePatrolRejected {
+		status := ""
+		switch {
+		case errors.As(err, &appErr) && appErr.Type() == activities.ErrTypePatrolRejected:
 			log.Error("patrol rejected the notification", "error", err)
-			out.Status = StatusNotifyRejected
-			dep.Status = StatusNotifyRejected
+			status = StatusNotifyRejected
+		case v >= 1 && !temporal.IsCanceledError(err):
+			// Only a limit on the attempts ends the retries of a patrol
+			// that keeps failing (the policy has none by default).
+			log.Error("patrol notification attempts exhausted", "max_attempts", in.NotifyMaxAttempts, "error", err)
+			status = StatusNotifyExhausted
+		}
+		if status != "" {
+			out.Status, dep.Status = status, status
 			if rerr := workflow.ExecuteLocalActivity(local, a.RecordDeployment, activities.RecordInput{Deployment: dep}).Get(ctx, nil); rerr != nil {
 				return out, rerr
 			}
-			if serr := setStatus(ctx, StatusNotifyRejected); serr != nil {
+			if serr := setStatus(ctx, status); serr != nil {
 				return out, serr
 			}
 		}
@@ -99,7 +118,15 @@ func PatrolDeployment(ctx workflow.Context, in PatrolInput) (PatrolResult, error
 		return out, err
 	}
 	windowEnd := in.FailedAt.Add(followUpAfter)
-	if wait := windowEnd.Add(settle).Sub(workflow.Now(ctx)); wait > 0 {
+	// The window is in the laptop's time, failed_at's; the wait is on the
+	// workflow's clock. The failure was sent before the workflow started,
+	// so a retake sent within follow-up-after of the failure has been sent
+	// by start + follow-up-after, whatever the laptop's clock says.
+	deadline := windowEnd.Add(settle)
+	if v >= 1 {
+		deadline = workflow.GetInfo(ctx).WorkflowStartTime.Add(followUpAfter + settle)
+	}
+	if wait := deadline.Sub(workflow.Now(ctx)); wait > 0 {
 		if err := workflow.Sleep(ctx, wait); err != nil {
 			return out, err
 		}

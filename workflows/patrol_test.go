@@ -197,6 +197,50 @@ func TestNotifyMaxAttemptsBoundsEveryAttempt(t *testing.T) {
 		if got := len(r.patrol.keys); got != int(max) {
 			t.Errorf("max %d: %d attempts", max, got)
 		}
+		// The deployment ends in a recorded status, not dispatching.
+		want := []string{workflows.StatusDispatching, workflows.StatusNotifyExhausted}
+		if !slices.Equal(r.statuses, want) {
+			t.Errorf("max %d: PatrolStatus sequence %v, want %v", max, r.statuses, want)
+		}
+		if n := len(r.store.deps); n == 0 || r.store.deps[n-1].Status != workflows.StatusNotifyExhausted {
+			t.Errorf("max %d: deployment records %+v, want the last one %s", max, r.store.deps, workflows.StatusNotifyExhausted)
+		}
+	}
+}
+
+// TestFollowUpWaitsOnTheWorkflowClock: the window is read in the laptop's
+// time (failed_at), but the check waits follow-up-after (and the settle
+// time) from the workflow's start, whatever the laptop's clock said: a
+// clock years behind must not have the check run before the student could
+// retake, one centuries ahead must not sleep for centuries.
+func TestFollowUpWaitsOnTheWorkflowClock(t *testing.T) {
+	startedAt := failedAt.Add(2 * time.Second) // startInput's start time
+	for _, tc := range []struct {
+		name   string
+		laptop time.Time
+	}{
+		{"laptop clock right", failedAt},
+		{"laptop clock 3 years behind", failedAt.AddDate(-3, 0, 0)},
+		{"laptop clock reset to 1970", time.UnixMilli(0).UTC()},
+		{"laptop clock centuries ahead", time.Date(9000, 1, 1, 0, 0, 0, 0, time.UTC)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := input()
+			in.FailedAt = tc.laptop
+			r := startInput(t, in, []int{http.StatusOK}, result(tc.laptop.Add(10*time.Minute), 90))
+			var out workflows.PatrolResult
+			if err := r.env.GetWorkflowResult(&out); err != nil {
+				t.Fatal(err)
+			}
+			if out.Status != workflows.StatusRecovered {
+				t.Errorf("status %s, want recovered (the retake is in the window of the laptop's time)", out.Status)
+			}
+			at := r.store.deps[len(r.store.deps)-1].FollowUpAt
+			earliest := startedAt.Add(30*time.Minute + workflows.DefaultFollowUpSettle)
+			if at.Before(earliest) || at.After(earliest.Add(time.Minute)) {
+				t.Errorf("follow-up checked at %v, want at %v (start + follow-up-after + settle)", at, earliest)
+			}
+		})
 	}
 }
 

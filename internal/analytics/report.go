@@ -89,7 +89,8 @@ type ExerciseRecovery struct {
 }
 
 // count adds one deployment of the given status; it reports whether the
-// status is a deployment's (notify-rejected and unknown statuses are not).
+// status is a deployment's (notify-rejected, notify-exhausted and unknown
+// statuses are not: no patrol went).
 func (c *DeploymentCounts) count(status string) bool {
 	switch status {
 	case store.StatusRecovered:
@@ -100,7 +101,7 @@ func (c *DeploymentCounts) count(status string) bool {
 		c.NoAttempt++
 	case store.StatusDispatching, store.StatusDispatched, store.StatusFollowingUp:
 		c.Pending++
-	default: // store.StatusNotifyRejected, or a status this version does not know
+	default: // notify-rejected, notify-exhausted, or a status this version does not know
 		return false
 	}
 	c.Deployments++

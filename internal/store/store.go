@@ -21,6 +21,9 @@ const (
 	StatusStillFailing   = "still-failing"
 	StatusNoAttempt      = "no-attempt"
 	StatusNotifyRejected = "notify-rejected"
+	// StatusNotifyExhausted is a deployment whose notification attempts
+	// ran out (--notify-max-attempts) without a delivery.
+	StatusNotifyExhausted = "notify-exhausted"
 )
 
 // Deployment is the report of one patrol deployment, keyed by WorkflowID.

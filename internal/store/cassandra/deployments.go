@@ -31,13 +31,14 @@ func fromMS(ms *int64) time.Time {
 
 // statusRank orders a deployment's statuses as its workflow sets them.
 var statusRank = map[string]int64{
-	store.StatusDispatching:    0,
-	store.StatusDispatched:     1,
-	store.StatusNotifyRejected: 1,
-	store.StatusFollowingUp:    2,
-	store.StatusRecovered:      3,
-	store.StatusStillFailing:   3,
-	store.StatusNoAttempt:      3,
+	store.StatusDispatching:     0,
+	store.StatusDispatched:      1,
+	store.StatusNotifyRejected:  1,
+	store.StatusNotifyExhausted: 1,
+	store.StatusFollowingUp:     2,
+	store.StatusRecovered:       3,
+	store.StatusStillFailing:    3,
+	store.StatusNoAttempt:       3,
 }
 
 // deploymentTimestamp is the cell timestamp of a deployment write: its
