@@ -49,6 +49,17 @@ type AlertConfig struct {
 	// DataConverter is the Temporal client's (default: the SDK's): a
 	// workflow input it cannot encode is dead-lettered, not retried.
 	DataConverter converter.DataConverter
+	// Deployed is the store's record of the deployments. Temporal refuses
+	// a second start of a workflow ID only as long as it retains the closed
+	// run; the record lasts. Consulted once per batch with failing results,
+	// before starting: an event already deployed is never deployed again.
+	// Nil: Temporal's memory only (benchmarks of passing results).
+	Deployed DeploymentLookup
+}
+
+// DeploymentLookup is the store's record of the events deployed.
+type DeploymentLookup interface {
+	Deployed(ctx context.Context, workflowIDs []string) (map[string]bool, error)
 }
 
 // Alerts judges results and starts one PatrolDeployment per failing one.
@@ -125,6 +136,14 @@ func (a *Alerts) Handle(ctx context.Context, results []event.Result) error {
 	// Passing and unknown results need nothing more: counted now, once.
 	a.m.Judged.WithLabelValues("pass").Add(float64(pass))
 	a.m.Judged.WithLabelValues("unknown_exercise").Add(float64(unknown))
+	failing, err := a.notDeployed(ctx, failing)
+	if err != nil {
+		pending := make([]int, len(failing))
+		for i, f := range failing {
+			pending[i] = f.Index
+		}
+		return &PendingError{Pending: pending, Err: err}
+	}
 
 	var (
 		wg       sync.WaitGroup
@@ -185,6 +204,40 @@ func (a *Alerts) Handle(ctx context.Context, results []event.Result) error {
 		return &PendingError{Dead: dead}
 	}
 	return nil
+}
+
+// notDeployed drops the failing results whose deployment is recorded in
+// the store (one lookup for the batch); they are acknowledged as such. On
+// error it returns failing unchanged: nothing is started on a guess.
+func (a *Alerts) notDeployed(ctx context.Context, failing []Failing) ([]Failing, error) {
+	if a.cfg.Deployed == nil || len(failing) == 0 {
+		return failing, nil
+	}
+	ids := make([]string, len(failing))
+	for i, f := range failing {
+		ids[i] = workflows.PatrolWorkflowID(f.Result.ID)
+	}
+	lctx, cancel := context.WithTimeout(ctx, a.cfg.StartTimeout)
+	defer cancel()
+	deployed, err := a.cfg.Deployed.Deployed(lctx, ids)
+	if err != nil {
+		return failing, fmt.Errorf("reading which of %d failing results are deployed already, so not starting them: %w", len(failing), err)
+	}
+	if len(deployed) == 0 {
+		return failing, nil
+	}
+	kept := failing[:0:0]
+	for i, f := range failing {
+		if deployed[ids[i]] {
+			a.log.Info("failing result already deployed (recorded in the store); not deployed again", "workflow_id", ids[i])
+			continue
+		}
+		kept = append(kept, f)
+	}
+	n := float64(len(failing) - len(kept))
+	a.m.WorkflowStarts.WithLabelValues("already_deployed").Add(n)
+	a.m.Judged.WithLabelValues("fail").Add(n)
+	return kept, nil
 }
 
 // PendingError is returned by a Handler that settled only part of a batch.

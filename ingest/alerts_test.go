@@ -781,3 +781,87 @@ func TestAlertsPipelinedBatchesCommitInOrder(t *testing.T) {
 		t.Errorf("starts in flight %v once everything is committed, want 0", got)
 	}
 }
+
+// fakeDeployments is the store's record of deployments, counting lookups.
+type fakeDeployments struct {
+	mu       sync.Mutex
+	deployed map[string]bool
+	err      error
+	calls    int
+	asked    int
+}
+
+func (d *fakeDeployments) Deployed(_ context.Context, ids []string) (map[string]bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls++
+	d.asked += len(ids)
+	if d.err != nil {
+		return nil, d.err
+	}
+	out := map[string]bool{}
+	for _, id := range ids {
+		if d.deployed[id] {
+			out[id] = true
+		}
+	}
+	return out, nil
+}
+
+func (d *fakeDeployments) set(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.err = err
+}
+
+// TestAlertsNeverRedeployARecordedEvent: Temporal has forgotten the run of
+// an event deployed long ago (its retention passed), and the event comes
+// back (a laptop resending, a replay of the topic): the store's record of
+// the deployment keeps it from being deployed again. The record is read
+// once per batch, not per result; while it cannot be read, nothing is
+// started (or committed) on a guess.
+func TestAlertsNeverRedeployARecordedEvent(t *testing.T) {
+	t.Parallel()
+	f := newAlerts(t)
+	deps := &fakeDeployments{deployed: map[string]bool{"patrol-ev-old": true}, err: errors.New("store unreachable")}
+	cfg := f.cfg
+	cfg.Deployed = deps
+	f.run(t, f.group, f.m, ingest.NewAlerts(cfg, f.judge, f.starter, f.log, f.m))
+
+	key := []byte("lea")
+	var recs []*kgo.Record
+	for _, id := range []string{"ev-old", "ev-new", "ev-old"} {
+		recs = append(recs, &kgo.Record{Key: key, Value: value(t, result(id, "lea", "c-piscine-sort", 1))})
+	}
+	recs = append(recs, &kgo.Record{Key: key, Value: value(t, result("ev-pass", "lea", "c-piscine-sort", 90))})
+	f.produce(t, recs...)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		return testkit.CounterValue(f.m.BatchErrors.WithLabelValues(f.group, "handle")) >= 2
+	}, func() string { return "the batch retried while the store is unreachable" })
+	if n := f.srv.callCount(); n != 0 {
+		t.Fatalf("%d starts while the deployments could not be read", n)
+	}
+	if c := f.mustCommitted(t, f.group); len(c) != 0 {
+		t.Fatalf("offsets %v committed while the deployments could not be read", c)
+	}
+
+	deps.set(nil)
+	f.waitCommitted(t, f.group, recs)
+	if ids := f.ids(); len(ids) != 1 || ids[0] != "patrol-ev-new" {
+		t.Errorf("workflows %v, want only patrol-ev-new", ids)
+	}
+	if n := f.srv.callsFor("patrol-ev-old"); n != 0 {
+		t.Errorf("%d starts of the event already deployed", n)
+	}
+	deps.mu.Lock()
+	defer deps.mu.Unlock()
+	if deps.asked > deps.calls*2 {
+		t.Errorf("%d identifiers asked in %d lookups: more than the batch's two distinct failing events each", deps.asked, deps.calls)
+	}
+	if got := testkit.CounterValue(f.m.WorkflowStarts.WithLabelValues("already_deployed")); got != 1 {
+		t.Errorf("WorkflowStarts{already_deployed} = %v, want 1", got)
+	}
+	if got := testkit.CounterValue(f.m.Judged.WithLabelValues("pass")); got != 1 {
+		t.Errorf("Judged{pass} = %v, want 1 (counted once, whatever the retries)", got)
+	}
+}

@@ -114,12 +114,14 @@ func OpenStoreWaiting(ctx context.Context, cfg *config.Config, log *slog.Logger,
 	}
 }
 
-// Ingest runs the alert service until ctx ends.
-func Ingest(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, tc client.Client, ec *clientv3.Client, extra ...ingest.ConsumerOption) error {
+// Ingest runs the alert service until ctx ends. deployed is the store's
+// record of the deployments (nil only where no result fails: benchmarks).
+func Ingest(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, tc client.Client, ec *clientv3.Client, deployed ingest.DeploymentLookup, extra ...ingest.ConsumerOption) error {
 	m.Waiting("ingest", "the thresholds from etcd")
 	cache := thresholds.NewCache(ec, cfg.EtcdPrefix, log.With("component", "thresholds"), readyOnLoad{m})
 	alerts := ingest.NewAlerts(ingest.AlertConfig{
 		FollowUpAfter: cfg.FollowUpAfter, FollowUpSettle: cfg.FollowUpSettle, MaxInFlight: cfg.MaxInFlight, NotifyMaxAttempts: int32(cfg.NotifyMaxAttempts),
+		Deployed: deployed,
 	}, cache, tc, log.With("service", "ingest"), m)
 	cc := consumerConfig(cfg, ingest.AlertsGroup, log, m, extra)
 	if cc.Pipeline == 0 {

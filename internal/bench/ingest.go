@@ -133,7 +133,8 @@ func Ingest(ctx context.Context, o IngestOptions) (IngestReport, error) {
 	}
 	o.Logger.Info("bench: the alert service's consumer")
 	rep.System, err = timeConsumer(ctx, adm, groups[1], topic, ends, "system", func(ctx context.Context) error {
-		return app.Ingest(ctx, o.Config, o.Logger, metrics.New(), o.Temporal, o.Etcd, func(c *ingest.ConsumerConfig) {
+		// Passing results only: no deployment to look up.
+		return app.Ingest(ctx, o.Config, o.Logger, metrics.New(), o.Temporal, o.Etcd, nil, func(c *ingest.ConsumerConfig) {
 			c.Topic, c.Group, c.DLQTopic = topic, groups[1], topic+".dlq"
 		})
 	})

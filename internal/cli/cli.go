@@ -228,12 +228,12 @@ func startService(ctx context.Context, name string, args []string, env Env, need
 }
 
 func runIngest(ctx context.Context, args []string, env Env) error {
-	s, tc, ec, _, err := startService(ctx, "ingest", args, env, true, true, false)
+	s, tc, ec, st, err := startService(ctx, "ingest", args, env, true, true, true)
 	if err != nil {
 		return err
 	}
 	defer s.close()
-	err = app.Ingest(ctx, &s.cfg, s.log, s.m, tc, ec)
+	err = app.Ingest(ctx, &s.cfg, s.log, s.m, tc, ec, st)
 	return errors.Join(err, s.wait())
 }
 

@@ -206,7 +206,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		return app.Worker(ctx, cfg, log.With("service", "worker"), s.Metrics, s.Client, s.EtcdCli, s.Store)
 	})
 	run("ingest", func(ctx context.Context) error {
-		return app.Ingest(ctx, cfg, log, s.Metrics, s.Client, s.EtcdCli)
+		return app.Ingest(ctx, cfg, log, s.Metrics, s.Client, s.EtcdCli, s.Store)
 	})
 	run("archive", func(ctx context.Context) error { return app.Archive(ctx, cfg, log, s.Metrics, s.Store) })
 	log.Info("acu-dev ready", "startup", time.Since(began).Round(time.Millisecond))

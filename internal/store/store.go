@@ -88,6 +88,10 @@ type Store interface {
 	PutDeployment(ctx context.Context, d Deployment) error
 	GetDeployment(ctx context.Context, workflowID string) (Deployment, bool, error)
 	Deployments(ctx context.Context) ([]Deployment, error)
+	// Deployed returns which of workflowIDs have a deployment recorded, in
+	// one call for a batch: the alert service's long-term memory of the
+	// events already deployed, after Temporal has forgotten their runs.
+	Deployed(ctx context.Context, workflowIDs []string) (map[string]bool, error)
 
 	// ArrivalMark is the settled arrival position of the archive (0 when
 	// empty).

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/gocql/gocql"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/acu-patrol/acu/internal/store"
 )
@@ -106,6 +108,42 @@ func (s *Store) Deployments(ctx context.Context) ([]store.Deployment, error) {
 	}
 	if err := iter.Close(); err != nil {
 		return nil, fmt.Errorf("reading deployments: %w", err)
+	}
+	return out, nil
+}
+
+// deployedConcurrency bounds the lookups in flight of one Deployed call.
+const deployedConcurrency = 32
+
+// Deployed returns which of workflowIDs have a deployment recorded: one
+// single-partition read per identifier (token-aware, at the store's
+// consistency), run concurrently; a multi-partition IN would load one
+// coordinator with all of them.
+func (s *Store) Deployed(ctx context.Context, workflowIDs []string) (map[string]bool, error) {
+	var (
+		mu  sync.Mutex
+		out = make(map[string]bool)
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(deployedConcurrency)
+	for _, id := range workflowIDs {
+		g.Go(func() error {
+			var got string
+			err := s.session.Query(`SELECT workflow_id FROM deployments WHERE workflow_id = ?`, id).WithContext(gctx).Scan(&got)
+			switch {
+			case errors.Is(err, gocql.ErrNotFound):
+				return nil
+			case err != nil:
+				return fmt.Errorf("looking up deployment %s: %w", id, err)
+			}
+			mu.Lock()
+			out[id] = true
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/acu-patrol/acu/internal/store"
 )
@@ -103,4 +105,37 @@ func scanDeployment(sc scanner) (store.Deployment, error) {
 	d.FollowUpAt = fromMS(followUpAt)
 	d.UpdatedAt = fromMS(updatedAt)
 	return d, nil
+}
+
+// deployedChunk bounds the identifiers of one Deployed query (SQLite's
+// limit on parameters is far above it).
+const deployedChunk = 500
+
+// Deployed returns which of workflowIDs have a deployment recorded: one
+// primary-key query per 500 identifiers.
+func (s *Store) Deployed(ctx context.Context, workflowIDs []string) (map[string]bool, error) {
+	out := make(map[string]bool)
+	for chunk := range slices.Chunk(workflowIDs, deployedChunk) {
+		q := `SELECT workflow_id FROM deployments WHERE workflow_id IN (?` + strings.Repeat(",?", len(chunk)-1) + `)`
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		rows, err := s.r.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("looking up %d deployments: %w", len(chunk), err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("looking up deployments: %w", err)
+			}
+			out[id] = true
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return nil, fmt.Errorf("looking up deployments: %w", err)
+		}
+	}
+	return out, nil
 }

@@ -872,6 +872,23 @@ func testDeployments(t *testing.T, b Backend) {
 	for _, d := range []store.Deployment{full, pending, epoch} {
 		check("after the first write", d)
 	}
+	// Which of a batch's deployments exist, in one call: more identifiers
+	// than one query's chunk, duplicates, none at all.
+	lookup := []string{"patrol-none", "patrol-b", "patrol-c", "patrol-b"}
+	for i := range 1200 {
+		lookup = append(lookup, fmt.Sprintf("patrol-absent-%d", i))
+	}
+	lookup = append(lookup, "patrol-a")
+	got, err := s.Deployed(ctx, lookup)
+	if err != nil {
+		t.Fatalf("Deployed: %v", err)
+	}
+	if want := map[string]bool{"patrol-a": true, "patrol-b": true, "patrol-c": true}; !maps.Equal(got, want) {
+		t.Errorf("Deployed(%d identifiers) = %v, want %v", len(lookup), got, want)
+	}
+	if got, err := s.Deployed(ctx, nil); err != nil || len(got) != 0 {
+		t.Errorf("Deployed(none) = %v, %v; want none", got, err)
+	}
 
 	// The latest write wins, every field of it, including times going back
 	// to zero.
