@@ -38,6 +38,14 @@ type ThresholdReader interface {
 	ReadThreshold(ctx context.Context, exerciseID string) (value float64, ok bool, err error)
 }
 
+// ArchiveProgress is how far the archiver has got in the results topic.
+type ArchiveProgress interface {
+	// EndOffsets are the topic's end offsets now, per partition.
+	EndOffsets(ctx context.Context) (map[int32]int64, error)
+	// Behind is how many results below ends the archive does not hold yet.
+	Behind(ctx context.Context, ends map[int32]int64) (int64, error)
+}
+
 // Patrol holds the dependencies of the PatrolDeployment activities.
 type Patrol struct {
 	// HTTP sends the notifications; its timeout bounds one attempt.
@@ -46,7 +54,9 @@ type Patrol struct {
 	URL        string
 	Store      DeploymentStore
 	Thresholds ThresholdReader
-	Metrics    *metrics.Metrics
+	// Archive tells the follow-up check when the archive has caught up.
+	Archive ArchiveProgress
+	Metrics *metrics.Metrics
 	// Now is the clock of the records; nil means time.Now.
 	Now func() time.Time
 }
@@ -200,4 +210,72 @@ func (p *Patrol) CheckFollowUp(ctx context.Context, in FollowUpInput) (FollowUpR
 		out.Best = max(out.Best, r.Metric)
 	}
 	return out, nil
+}
+
+// ErrTypeArchiveBehind is the application error type of AwaitArchive while
+// the archive has not caught up: retried by the server, visible in the UI
+// as the activity's attempts and last failure.
+const ErrTypeArchiveBehind = "ArchiveBehind"
+
+// ArchiveMarkResult is the result of ArchiveMark.
+type ArchiveMarkResult struct {
+	// Ends are the results topic's end offsets when the mark was taken.
+	Ends map[int32]int64
+	// Behind is how many results below Ends the archive lacked last.
+	Behind int64
+}
+
+// archiveSettle is how long ArchiveMark waits for an archiver that is
+// merely a batch behind before it reports the archive behind.
+const archiveSettle = 2 * time.Second
+
+// ArchiveMark takes the results topic's end offsets (every result sent
+// before the follow-up's deadline is below them) and says how many of those
+// results the archive still lacks, waiting up to two seconds for it to
+// catch up.
+func (p *Patrol) ArchiveMark(ctx context.Context) (ArchiveMarkResult, error) {
+	if p.Archive == nil {
+		return ArchiveMarkResult{}, temporal.NewNonRetryableApplicationError("this worker has no archive progress to wait for", "Misconfigured", nil)
+	}
+	ends, err := p.Archive.EndOffsets(ctx)
+	if err != nil {
+		return ArchiveMarkResult{}, err
+	}
+	deadline := time.Now().Add(archiveSettle)
+	for {
+		behind, err := p.Archive.Behind(ctx, ends)
+		if err != nil {
+			return ArchiveMarkResult{}, err
+		}
+		if behind == 0 || time.Now().After(deadline) {
+			return ArchiveMarkResult{Ends: ends, Behind: behind}, nil
+		}
+		select {
+		case <-ctx.Done():
+			return ArchiveMarkResult{}, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// AwaitArchiveInput is the input of AwaitArchive.
+type AwaitArchiveInput struct {
+	Ends map[int32]int64
+}
+
+// AwaitArchive returns once the archive holds every result below Ends, and
+// a retryable ErrTypeArchiveBehind error saying how far behind it is until
+// then.
+func (p *Patrol) AwaitArchive(ctx context.Context, in AwaitArchiveInput) error {
+	if p.Archive == nil {
+		return temporal.NewNonRetryableApplicationError("this worker has no archive progress to wait for", "Misconfigured", nil)
+	}
+	behind, err := p.Archive.Behind(ctx, in.Ends)
+	if err != nil {
+		return err
+	}
+	if behind > 0 {
+		return temporal.NewApplicationError(fmt.Sprintf("the archive lacks %d of the results sent before the follow-up's deadline; the check waits for the archiver", behind), ErrTypeArchiveBehind, behind)
+	}
+	return nil
 }

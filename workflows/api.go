@@ -53,6 +53,9 @@ const (
 	// StatusNotifyExhausted: the notification's attempts ran out
 	// (NotifyMaxAttempts), the patrol never answered 2xx.
 	StatusNotifyExhausted = store.StatusNotifyExhausted
+	// StatusAwaitingArchive: the follow-up window has closed, and the
+	// check waits for the archiver to catch up before it reads.
+	StatusAwaitingArchive = store.StatusAwaitingArchive
 )
 
 // DefaultFollowUpAfter is the default follow-up delay.

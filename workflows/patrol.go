@@ -35,7 +35,9 @@ const fastPathChange = "notify-first-local-records"
 // the check run before the student could retake, one centuries ahead slept
 // for centuries), and a notification whose attempts are exhausted
 // (--notify-max-attempts) is recorded as notify-exhausted instead of left
-// dispatching. Runs recorded before replay the earlier steps.
+// dispatching, and the check reads the archive only once the archiver has
+// caught up with the deadline (awaitArchive). Runs recorded before replay
+// the earlier steps.
 const followUpChange = "follow-up-from-start"
 
 // PatrolDeployment notifies the patrol of a failing result, records the
@@ -131,6 +133,11 @@ func PatrolDeployment(ctx workflow.Context, in PatrolInput) (PatrolResult, error
 			return out, err
 		}
 	}
+	if v >= 1 {
+		if err := awaitArchive(ctx, local, dep); err != nil {
+			return out, err
+		}
+	}
 	var fu activities.FollowUpResult
 	if err := workflow.ExecuteLocalActivity(local, a.CheckFollowUp, followUpInput(in, windowEnd, out.Threshold)).Get(ctx, &fu); err != nil {
 		return out, err
@@ -144,6 +151,38 @@ func PatrolDeployment(ctx workflow.Context, in PatrolInput) (PatrolResult, error
 		return out, err
 	}
 	return out, nil
+}
+
+// awaitArchive waits until the archive holds every result sent before now
+// (the follow-up's deadline): the end offsets of the results topic are
+// taken once, and the check waits until the archiver has committed up to
+// them. A retake the archiver has not written yet would make the outcome a
+// guess, recorded for ever. While it waits, the deployment's status is
+// awaiting-archive (in the store and in PatrolStatus) and the wait is an
+// activity retried by the server, its last failure saying how far behind
+// the archive is.
+func awaitArchive(ctx workflow.Context, local workflow.Context, dep store.Deployment) error {
+	var a *activities.Patrol
+	var mark activities.ArchiveMarkResult
+	if err := workflow.ExecuteLocalActivity(local, a.ArchiveMark).Get(ctx, &mark); err != nil {
+		return err
+	}
+	if mark.Behind == 0 {
+		return nil
+	}
+	workflow.GetLogger(ctx).Warn("the archive is behind the follow-up's deadline; waiting for it", "behind", mark.Behind)
+	dep.Status = StatusAwaitingArchive
+	if err := workflow.ExecuteLocalActivity(local, a.RecordDeployment, activities.RecordInput{Deployment: dep}).Get(ctx, nil); err != nil {
+		return err
+	}
+	if err := setStatus(ctx, StatusAwaitingArchive); err != nil {
+		return err
+	}
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute},
+	})
+	return workflow.ExecuteActivity(actx, a.AwaitArchive, activities.AwaitArchiveInput{Ends: mark.Ends}).Get(ctx, nil)
 }
 
 // currentThreshold takes the result of the ReadThreshold call of a

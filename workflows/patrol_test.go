@@ -53,6 +53,31 @@ func (m *memStore) FollowUpResults(_ context.Context, w store.FollowUpWindow) ([
 	return out, nil
 }
 
+// archive is the archiver's progress: Behind answers behind in turn (the
+// last repeats; none: caught up).
+type archive struct {
+	mu     sync.Mutex
+	behind []int64
+	calls  int
+}
+
+func (a *archive) EndOffsets(context.Context) (map[int32]int64, error) {
+	return map[int32]int64{0: 10, 1: 20}, nil
+}
+
+func (a *archive) Behind(_ context.Context, ends map[int32]int64) (int64, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls++
+	if len(ends) != 2 || ends[0] != 10 || ends[1] != 20 {
+		return 0, errors.New("not the end offsets of the mark")
+	}
+	if len(a.behind) == 0 {
+		return 0, nil
+	}
+	return a.behind[min(a.calls-1, len(a.behind)-1)], nil
+}
+
 // patrol is a patrol endpoint answering the given statuses in turn (the
 // last one repeats) and recording each request's Idempotency-Key.
 type patrol struct {
@@ -74,6 +99,7 @@ type run struct {
 	statuses []string // PatrolStatus values upserted, in order
 	store    *memStore
 	patrol   *patrol
+	archive  *archive
 }
 
 func start(t *testing.T, answers []int, results ...event.Result) *run {
@@ -83,14 +109,19 @@ func start(t *testing.T, answers []int, results ...event.Result) *run {
 
 func startInput(t *testing.T, in workflows.PatrolInput, answers []int, results ...event.Result) *run {
 	t.Helper()
+	return startArchive(t, in, &archive{}, answers, results...)
+}
+
+func startArchive(t *testing.T, in workflows.PatrolInput, arch *archive, answers []int, results ...event.Result) *run {
+	t.Helper()
 	p := &patrol{statuses: answers}
 	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
 	var s testsuite.WorkflowTestSuite
-	r := &run{env: s.NewTestWorkflowEnvironment(), store: &memStore{results: results}, patrol: p}
+	r := &run{env: s.NewTestWorkflowEnvironment(), store: &memStore{results: results}, patrol: p, archive: arch}
 	r.env.SetStartTime(failedAt.Add(2 * time.Second))
 	r.env.RegisterWorkflow(workflows.PatrolDeployment)
-	r.env.RegisterActivity(&activities.Patrol{HTTP: srv.Client(), URL: srv.URL, Store: r.store})
+	r.env.RegisterActivity(&activities.Patrol{HTTP: srv.Client(), URL: srv.URL, Store: r.store, Archive: arch})
 	r.env.OnUpsertTypedSearchAttributes(mock.Anything).Run(func(args mock.Arguments) {
 		sa := args.Get(0).(temporal.SearchAttributes)
 		if st, ok := sa.GetKeyword(workflows.PatrolStatusKey); ok {
@@ -277,7 +308,7 @@ func TestStartedWithoutThreshold(t *testing.T) {
 			env.SetStartTime(failedAt.Add(2 * time.Second))
 			env.RegisterWorkflow(workflows.PatrolDeployment)
 			st := &memStore{}
-			env.RegisterActivity(&activities.Patrol{HTTP: srv.Client(), URL: srv.URL, Store: st, Thresholds: tc.th})
+			env.RegisterActivity(&activities.Patrol{HTTP: srv.Client(), URL: srv.URL, Store: st, Thresholds: tc.th, Archive: &archive{}})
 			var shown []float64
 			env.OnUpsertTypedSearchAttributes(mock.Anything).Run(func(args mock.Arguments) {
 				if v, ok := args.Get(0).(temporal.SearchAttributes).GetFloat64(workflows.ThresholdKey); ok {
@@ -303,5 +334,39 @@ func TestStartedWithoutThreshold(t *testing.T) {
 				t.Fatalf("threshold %v, shown %v, recorded %+v; want 60 everywhere", out.Threshold, shown, st.deps)
 			}
 		})
+	}
+}
+
+// TestFollowUpWaitsForTheArchive: the window has closed, but the archiver
+// has not written everything sent before it (stopped, catching up,
+// Cassandra down): the check waits, visibly (awaiting-archive, in
+// PatrolStatus and in the store), until the archive holds every result sent
+// before the deadline, and only then reads it: no outcome guessed from a
+// partial archive.
+func TestFollowUpWaitsForTheArchive(t *testing.T) {
+	arch := &archive{behind: []int64{7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 3, 0}}
+	r := startArchive(t, input(), arch, []int{http.StatusOK}, result(failedAt.Add(time.Minute), 90))
+	var out workflows.PatrolResult
+	if err := r.env.GetWorkflowResult(&out); err != nil {
+		t.Fatal(err)
+	}
+	if out.Status != workflows.StatusRecovered {
+		t.Errorf("status %s, want recovered", out.Status)
+	}
+	want := []string{workflows.StatusDispatching, workflows.StatusFollowingUp, workflows.StatusAwaitingArchive, workflows.StatusRecovered}
+	if !slices.Equal(r.statuses, want) {
+		t.Errorf("PatrolStatus sequence %v, want %v", r.statuses, want)
+	}
+	var recorded []string
+	for _, d := range r.store.deps {
+		recorded = append(recorded, d.Status)
+	}
+	if !slices.Contains(recorded, workflows.StatusAwaitingArchive) {
+		t.Errorf("recorded statuses %v, want awaiting-archive among them", recorded)
+	}
+	arch.mu.Lock()
+	defer arch.mu.Unlock()
+	if arch.calls < len(arch.behind) {
+		t.Errorf("the archive was asked %d times: the check ran before it had caught up", arch.calls)
 	}
 }

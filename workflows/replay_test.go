@@ -17,10 +17,12 @@ import (
 // breaks determinism for runs in flight fails here.
 func TestReplayRecordedHistories(t *testing.T) {
 	// patrol_recovered.json ran before fastPathChange; the _v1 files after
-	// it, one whose first notification attempt failed (then retried by the
-	// activity) and one delivered at the first attempt.
+	// it, the _v2 files after followUpChange too: in each pair one whose
+	// first notification attempt failed (then retried by the activity) and
+	// one delivered at the first attempt.
 	for _, file := range []string{"testdata/patrol_recovered.json", "testdata/patrol_recovered_v1.json",
-		"testdata/patrol_no_attempt_v1.json", "testdata/analytics.json"} {
+		"testdata/patrol_no_attempt_v1.json", "testdata/patrol_recovered_v2.json", "testdata/patrol_no_attempt_v2.json",
+		"testdata/analytics.json"} {
 		t.Run(file, func(t *testing.T) {
 			r := worker.NewWorkflowReplayer()
 			workers.RegisterWorkflows(r)
@@ -35,7 +37,8 @@ func TestReplayRecordedHistories(t *testing.T) {
 // fails at random, so a re-recorded history may not have the shape its
 // file stands for; this says so instead of losing that shape's replay.
 func TestRecordedHistoriesHaveTheirShapes(t *testing.T) {
-	for file, fallback := range map[string]bool{"testdata/patrol_recovered_v1.json": true, "testdata/patrol_no_attempt_v1.json": false} {
+	for file, fallback := range map[string]bool{"testdata/patrol_recovered_v1.json": true, "testdata/patrol_no_attempt_v1.json": false,
+		"testdata/patrol_recovered_v2.json": true, "testdata/patrol_no_attempt_v2.json": false} {
 		raw, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)

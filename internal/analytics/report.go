@@ -99,7 +99,7 @@ func (c *DeploymentCounts) count(status string) bool {
 		c.StillFailing++
 	case store.StatusNoAttempt:
 		c.NoAttempt++
-	case store.StatusDispatching, store.StatusDispatched, store.StatusFollowingUp:
+	case store.StatusDispatching, store.StatusDispatched, store.StatusFollowingUp, store.StatusAwaitingArchive:
 		c.Pending++
 	default: // notify-rejected, notify-exhausted, or a status this version does not know
 		return false

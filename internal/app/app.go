@@ -226,11 +226,18 @@ type WorkerStore interface {
 
 // Worker runs the worker (patrol deployments and analytics) until ctx ends.
 func Worker(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, tc client.Client, ec *clientv3.Client, st WorkerStore) error {
+	// The follow-up checks wait for the archiver's progress in Kafka.
+	progress, err := ingest.NewArchiveProgress(cfg.KafkaBrokers())
+	if err != nil {
+		return err
+	}
+	defer progress.Close()
 	patrol := &activities.Patrol{
 		HTTP:       patrolClient(cfg.PatrolTimeout),
 		URL:        cfg.PatrolURL,
 		Store:      st,
 		Thresholds: thresholds.NewAdmin(ec, cfg.EtcdPrefix),
+		Archive:    progress,
 		Metrics:    m,
 	}
 	log.Info("worker started", "task_queue", "acu-patrol", "patrol_url", cfg.PatrolURL)

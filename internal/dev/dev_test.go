@@ -219,8 +219,8 @@ func endToEnd(t *testing.T, o dev.Options) {
 	// ACU_WRITE_HISTORY=<dir> saves the histories of real runs for the
 	// replay test (workflows/testdata).
 	if dir := os.Getenv("ACU_WRITE_HISTORY"); dir != "" {
-		writeHistory(ctx, t, s, "patrol-e1", filepath.Join(dir, "patrol_recovered_v1.json"))
-		writeHistory(ctx, t, s, "patrol-e3", filepath.Join(dir, "patrol_no_attempt_v1.json"))
+		writeHistory(ctx, t, s, "patrol-e1", filepath.Join(dir, "patrol_recovered_v2.json"))
+		writeHistory(ctx, t, s, "patrol-e3", filepath.Join(dir, "patrol_no_attempt_v2.json"))
 		writeHistory(ctx, t, s, "analytics-e2e", filepath.Join(dir, "analytics.json"))
 	}
 

@@ -24,6 +24,9 @@ const (
 	// StatusNotifyExhausted is a deployment whose notification attempts
 	// ran out (--notify-max-attempts) without a delivery.
 	StatusNotifyExhausted = "notify-exhausted"
+	// StatusAwaitingArchive is a deployment whose follow-up check waits
+	// for the archiver to catch up with the end of its window.
+	StatusAwaitingArchive = "awaiting-archive"
 )
 
 // Deployment is the report of one patrol deployment, keyed by WorkflowID.
