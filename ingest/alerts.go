@@ -351,7 +351,7 @@ func (a *Alerts) start(ctx context.Context, f Failing) error {
 		// its start that the search attributes exist, so this is the
 		// record's, not the namespace's.
 		a.m.WorkflowStarts.WithLabelValues("refused").Inc()
-		return &unstartable{ReasonStartRefused, fmt.Errorf("Temporal refused to start %s: %w", workflows.PatrolWorkflowID(r.ID), err)}
+		return &unstartable{ReasonStartRefused, fmt.Errorf("the Temporal server refused to start %s: %w", workflows.PatrolWorkflowID(r.ID), err)}
 	default:
 		a.m.WorkflowStarts.WithLabelValues("error").Inc()
 		return fmt.Errorf("starting %s: %w", workflows.PatrolWorkflowID(r.ID), err)

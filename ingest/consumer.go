@@ -400,10 +400,11 @@ type batch struct {
 	valid []event.Result
 	// validRecs[i] is the record of valid[i].
 	validRecs []*kgo.Record
-	rejects   []*kgo.Record // DLQ records, built once
-	reasons   []event.Reason
-	handled   bool
-	dlqDone   bool
+	// rejects are the DLQ records not written yet, built once, and
+	// reasons their metric labels.
+	rejects []*kgo.Record
+	reasons []event.Reason
+	handled bool
 	// prev is closed once the batch before this one is committed.
 	prev <-chan struct{}
 }
