@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/acu-patrol/acu/activities"
@@ -47,10 +48,21 @@ func TestWorkerKilledMidDeployment(t *testing.T) {
 		w.WriteHeader(http.StatusCreated)
 	}))
 	defer patrol.Close()
+	// The follow-up waits for the archiver: here, an empty results topic.
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, ingest.ResultsTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	progress, err := ingest.NewArchiveProgress(kc.ListenAddrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer progress.Close()
 	newWorker := func() worker.Worker {
 		w := worker.New(c, workflows.TaskQueue, worker.Options{})
 		workers.Register(w, workers.Activities{
-			Patrol:    &activities.Patrol{HTTP: patrol.Client(), URL: patrol.URL, Store: st},
+			Patrol:    &activities.Patrol{HTTP: patrol.Client(), URL: patrol.URL, Store: st, Archive: progress},
 			Analytics: &activities.Analytics{Store: st},
 		})
 		if err := w.Start(); err != nil {
