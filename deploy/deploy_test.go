@@ -58,15 +58,16 @@ const (
 // acuServices are the acu commands the deployment runs, under the same name
 // in compose (service) and Kubernetes (Deployment, or Job for setup), with
 // the settings naming what each connects to (internal/cli: the needTemporal,
-// needEtcd and needStore of startService; runSetup).
+// needEtcd and needStore of startService; runSetup; the worker's follow-ups
+// read the archiver's progress in Kafka).
 var acuServices = []struct {
 	cmd, name   string
 	longRunning bool // serves /healthz, has a Deployment and an HPA
 	uses        []string
 }{
-	{"ingest", "acu-ingest", true, []string{"ACU_KAFKA", "ACU_ETCD", "ACU_TEMPORAL"}},
+	{"ingest", "acu-ingest", true, []string{"ACU_KAFKA", "ACU_ETCD", "ACU_TEMPORAL", "ACU_STORE"}},
 	{"archive", "acu-archive", true, []string{"ACU_KAFKA", "ACU_STORE"}},
-	{"worker", "acu-worker", true, []string{"ACU_TEMPORAL", "ACU_ETCD", "ACU_STORE", "ACU_PATROL_URL"}},
+	{"worker", "acu-worker", true, []string{"ACU_KAFKA", "ACU_TEMPORAL", "ACU_ETCD", "ACU_STORE", "ACU_PATROL_URL"}},
 	{"setup", "acu-setup", false, []string{"ACU_KAFKA", "ACU_TEMPORAL", "ACU_STORE"}},
 }
 

@@ -136,17 +136,16 @@ func Ingest(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metric
 	if err != nil {
 		return err
 	}
-	// A start Temporal refuses as invalid is dead-lettered; a namespace
-	// without the search attributes would refuse them all, so the service
-	// consumes nothing until they exist.
-	if err := awaitSearchAttributes(ctx, tc, cfg.Namespace, log, m); err != nil {
-		return err
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- cache.Run(ctx) }()
-	err = cons.Run(ctx)
+	// A start Temporal refuses as invalid is dead-lettered; a namespace
+	// without the search attributes would refuse them all, so the service
+	// consumes nothing until they exist.
+	if awaitSearchAttributes(ctx, tc, cfg.Namespace, log, m) {
+		err = cons.Run(ctx)
+	}
 	cancel()
 	<-done
 	return err
@@ -155,14 +154,15 @@ func Ingest(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metric
 // awaitSearchAttributes waits (1 s doubling to 30 s, logged and on
 // /readyz) until the namespace has every search attribute of the
 // deployments: Temporal down, or acu setup not run yet.
-func awaitSearchAttributes(ctx context.Context, tc client.Client, namespace string, log *slog.Logger, m *metrics.Metrics) error {
-	const component = "ingest-temporal"
+// It reports false when ctx ended first.
+func awaitSearchAttributes(ctx context.Context, tc client.Client, namespace string, log *slog.Logger, m *metrics.Metrics) bool {
+	const component = "temporal"
 	delay := time.Second
 	for attempt := 1; ; attempt++ {
 		missing, err := searchattr.Missing(ctx, tc, namespace, SearchAttributes)
 		if err == nil && len(missing) == 0 {
 			m.Ready(component)
-			return nil
+			return true
 		}
 		if err == nil {
 			names := slices.Sorted(maps.Keys(missing))
@@ -172,7 +172,7 @@ func awaitSearchAttributes(ctx context.Context, tc client.Client, namespace stri
 		m.Waiting(component, err.Error())
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 30*time.Second)
