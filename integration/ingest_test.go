@@ -3,12 +3,21 @@
 package integration
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acu-patrol/acu/ingest"
 	"github.com/acu-patrol/acu/internal/event"
@@ -223,4 +232,87 @@ func TestArchiveAgainstRealKafka(t *testing.T) {
 	}
 	t.Logf("%d rows in %d writes, %v duplicates", len(rows), w.calls, testkit.CounterValue(m.Archived.WithLabelValues("duplicate")))
 	checkDLQ(t, e, d, true)
+}
+
+// TestRecordSizesAgainstRealKafka: on a real broker, with the topics as
+// acu setup creates them, a record of 1.01 MB (which the results topic
+// accepts and franz-go's default producer refused to copy) reaches the DLQ
+// whole, and a record larger than the DLQ takes (the results topic raised
+// by hand to 4 MiB) reaches it truncated with its size and digest; the
+// failing result behind each on its partition is started.
+func TestRecordSizesAgainstRealKafka(t *testing.T) {
+	e := newKenv(t)
+	ctx := context.Background()
+	resp, err := e.adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "max.message.bytes", Value: kadm.StringPtr("4194304")}}, e.topic)
+	if err == nil {
+		_, err = resp.On(e.topic, nil)
+	}
+	if err != nil {
+		t.Fatalf("raising %s's max.message.bytes: %v", e.topic, err)
+	}
+	big := func(n int) []byte {
+		pad := make([]byte, n*3/4)
+		_, _ = rand.NewChaCha8([32]byte{byte(n)}).Read(pad) // does not compress
+		return []byte(`{"event_id":"big","pad":"` + base64.StdEncoding.EncodeToString(pad) + `"}`)
+	}
+	prod, err := kgo.NewClient(kgo.SeedBrokers(e.seeds...), kgo.ProducerBatchMaxBytes(4<<20), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	recs := []*kgo.Record{
+		{Topic: e.topic, Partition: 0, Key: []byte("lea"), Value: big(1_010_000)},
+		{Topic: e.topic, Partition: 0, Key: []byte("lea"), Value: recordJSON(t, "after-0")},
+		{Topic: e.topic, Partition: 1, Key: []byte("tom"), Value: big(3_000_000)},
+		{Topic: e.topic, Partition: 1, Key: []byte("tom"), Value: recordJSON(t, "after-1")},
+	}
+	if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatalf("producing: %v", err)
+	}
+	srv := newTemporal()
+	group := e.group(t)
+	e.run(t, group, "alerts", alertsHandler(e, &starter{srv: srv, name: "alerts"}))
+	var committed map[int32]int64
+	testkit.Eventually(t, time.Minute, func() bool {
+		committed, err = e.committed(group)
+		return err == nil && committed[0] == 2 && committed[1] == 2
+	}, func() string { return fmt.Sprintf("committed %v (%v), want 2 on partitions 0 and 1", committed, err) })
+	created, _, _ := srv.snapshot()
+	for _, id := range []string{"patrol-after-0", "patrol-after-1"} {
+		if _, ok := created[id]; !ok {
+			t.Errorf("%s not started (created %v)", id, created)
+		}
+	}
+	dlq := e.readAll(t, e.dlq)
+	if len(dlq) != 2 {
+		t.Fatalf("%d DLQ records, want 2", len(dlq))
+	}
+	for _, d := range dlq {
+		src, _ := testkit.Header(d, ingest.HeaderSource)
+		switch src {
+		case source(recs[0]):
+			if !bytes.Equal(d.Value, recs[0].Value) {
+				t.Errorf("the 1.01 MB record's DLQ copy has %d bytes, want it whole (%d)", len(d.Value), len(recs[0].Value))
+			}
+		case source(recs[2]):
+			sum := sha256.Sum256(recs[2].Value)
+			size, _ := testkit.Header(d, ingest.HeaderValueSize)
+			digest, _ := testkit.Header(d, ingest.HeaderValueSHA256)
+			if size != strconv.Itoa(len(recs[2].Value)) || digest != hex.EncodeToString(sum[:]) || !bytes.HasPrefix(recs[2].Value, d.Value) {
+				t.Errorf("the 3 MB record's DLQ copy: %d bytes, size %q, digest %q; want a prefix with size %d and digest %x", len(d.Value), size, digest, len(recs[2].Value), sum)
+			}
+		default:
+			t.Errorf("unexpected DLQ record from %s", src)
+		}
+	}
+}
+
+// recordJSON is a failing result of the test's exercise.
+func recordJSON(t *testing.T, eventID string) []byte {
+	t.Helper()
+	v := fmt.Appendf(nil, `{"event_id":%q,"timestamp":"2025-11-24T09:15:30Z","student_id":"s-1","latitude":48.9,"longitude":2.3,"exercise_id":%q,"metric":10}`, eventID, exercise)
+	if _, err := event.Parse(v); err != nil {
+		t.Fatalf("test record %s is invalid: %v", v, err)
+	}
+	return v
 }

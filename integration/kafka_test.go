@@ -62,7 +62,8 @@ func newKenv(t *testing.T) *kenv {
 	seeds := brokers(t)
 	log := testkit.Logger(t, slog.LevelWarn)
 	name := fmt.Sprintf("it.%s.%d", unsafeName.ReplaceAllString(t.Name(), "_"), time.Now().UnixNano())
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ProducerLinger(0))
+	// The producer writes what the broker takes (as kcat would).
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ProducerLinger(0), kgo.ProducerBatchMaxBytes(ingest.ResultsMaxMessageBytes))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,13 +76,13 @@ func newKenv(t *testing.T) *kenv {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// As app.CreateTopics does, with the per-test names.
-	resps, err := e.adm.CreateTopics(ctx, partitions, 1, nil, e.topic, e.dlq)
-	if err != nil {
-		t.Fatalf("creating topics: %v", err)
-	}
-	for _, r := range resps.Sorted() {
-		if r.Err != nil {
-			t.Fatalf("creating topic %s: %v (%s)", r.Topic, r.Err, r.ErrMessage)
+	for _, tp := range []string{e.topic, e.dlq} {
+		r, err := e.adm.CreateTopic(ctx, partitions, 1, ingest.TopicConfigs(tp == e.dlq), tp)
+		if err == nil {
+			err = r.Err
+		}
+		if err != nil {
+			t.Fatalf("creating topic %s: %v (%s)", tp, err, r.ErrMessage)
 		}
 	}
 	t.Cleanup(func() {
