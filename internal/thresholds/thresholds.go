@@ -239,7 +239,16 @@ func (c *Cache) follow(ctx context.Context) error {
 				delete(c.malformed, id)
 			}
 		}
-		c.advance(wresp.Header.Revision)
+		// A response's header carries etcd's current revision, not that of
+		// its events: a watch catching up (after falling behind) gets its
+		// events in several responses, each with the same, latest, header.
+		// The copy reflects etcd only up to the last event applied; only a
+		// progress notification vouches for everything up to its header.
+		if n := len(wresp.Events); n > 0 {
+			c.advance(wresp.Events[n-1].Kv.ModRevision)
+		} else if wresp.IsProgressNotify() {
+			c.advance(wresp.Header.Revision)
+		}
 		nv, nm := len(c.values), len(c.malformed)
 		c.mu.Unlock()
 		if len(wresp.Events) > 0 && c.obs != nil {
