@@ -130,8 +130,13 @@ func (a *Alerts) JudgeBatch(results []event.Result) (failing []Failing, pass, un
 // Temporal refuses as invalid) is in the PendingError's Dead, for the DLQ.
 func (a *Alerts) Handle(ctx context.Context, results []event.Result) error {
 	if err := a.judge.Sync(ctx); err != nil {
-		return fmt.Errorf("thresholds not current, not judging: %w", err)
+		// Cut off from the etcd majority (or etcd down): nothing is judged
+		// until the copy is current again, and /readyz says so.
+		err = fmt.Errorf("thresholds not current, not judging: %w", err)
+		a.m.Waiting("thresholds", err.Error())
+		return err
 	}
+	a.m.Ready("thresholds")
 	failing, pass, unknown := a.JudgeBatch(results)
 	// Passing and unknown results need nothing more: counted now, once.
 	a.m.Judged.WithLabelValues("pass").Add(float64(pass))

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -529,10 +531,24 @@ func TestAlertsWaitForThresholds(t *testing.T) {
 		t.Errorf("Judged{fail} = %v while the thresholds are not current", got)
 	}
 
+	mux := http.NewServeMux()
+	f.m.Handle(mux)
+	readyz := func() (int, string) {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, body := readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "thresholds not current") {
+		t.Errorf("/readyz %d %q while the thresholds cannot be synced, want 503 saying so", code, body)
+	}
+
 	f.judge.setSyncErr(nil)
 	f.waitCommitted(t, f.group, recs)
 	if ids := f.ids(); len(ids) != 1 || ids[0] != "patrol-ev-etcd" {
 		t.Errorf("workflows %v, want patrol-ev-etcd", ids)
+	}
+	if code, body := readyz(); code != http.StatusOK {
+		t.Errorf("/readyz %d %q once the thresholds are current again, want 200", code, body)
 	}
 }
 
