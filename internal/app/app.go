@@ -100,7 +100,7 @@ func OpenStoreWaiting(ctx context.Context, cfg *config.Config, log *slog.Logger,
 	delay := time.Second
 	for attempt := 1; ; attempt++ {
 		st, err := OpenStore(ctx, cfg, false, log)
-		if err == nil || errors.Is(err, cassandra.ErrSchema) || !cfg.IsCassandra() {
+		if err == nil || errors.Is(err, cassandra.ErrSchema) || errors.Is(err, cassandra.ErrInexact) || !cfg.IsCassandra() {
 			return st, err
 		}
 		log.Warn("store unreachable; retrying", "attempt", attempt, "retry_in", delay, "err", err)

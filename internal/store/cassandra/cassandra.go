@@ -296,7 +296,69 @@ func Open(ctx context.Context, cfg Config, opt Options) (*Store, error) {
 		session.Close()
 		return nil, err
 	}
+	if err := s.checkOverlap(ctx); err != nil {
+		session.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// ErrInexact is wrapped by Open's error about a consistency level whose
+// reads and writes need not overlap for the keyspace's replication: a read
+// could miss an acknowledged write (a deployment recorded, a result
+// archived), and the follow-up checks and analytics would guess.
+var ErrInexact = errors.New("consistency cannot be exact for the keyspace's replication")
+
+// checkOverlap refuses a consistency level whose reads and writes do not
+// overlap: every read and write uses the same level, so with R = W replicas
+// out of RF, an acknowledged write is seen by every later read only if
+// 2 x R > RF (in the data centre that counts, for the LOCAL_ levels).
+func (s *Store) checkOverlap(ctx context.Context) error {
+	var repl map[string]string
+	if err := s.session.Query(`SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?`, s.cfg.Keyspace).
+		WithContext(ctx).Scan(&repl); err != nil {
+		return fmt.Errorf("reading the replication of keyspace %s: %w", s.cfg.Keyspace, err)
+	}
+	return overlaps(s.cfg.Consistency, s.cfg.LocalDC, s.cfg.Keyspace, repl)
+}
+
+// overlaps is checkOverlap's rule on a keyspace's replication map.
+func overlaps(c gocql.Consistency, localDC, keyspace string, repl map[string]string) error {
+	total, local, localKnown := 0, 0, false
+	for k, v := range repl {
+		n, err := strconv.Atoi(v)
+		if k == "class" || err != nil {
+			continue
+		}
+		total += n
+		if k == "replication_factor" || k == localDC {
+			local, localKnown = n, true
+		}
+	}
+	rf, replicas := total, 0
+	switch c {
+	case gocql.One:
+		replicas = 1
+	case gocql.Two:
+		replicas = 2
+	case gocql.Three:
+		replicas = 3
+	case gocql.LocalOne:
+		replicas = 1
+		if !localKnown && len(repl) > 2 {
+			return fmt.Errorf("consistency LOCAL_ONE on keyspace %s (replication %v) without a local_dc: %w", keyspace, repl, ErrInexact)
+		}
+		if localKnown {
+			rf = local
+		}
+	default: // QUORUM, LOCAL_QUORUM, EACH_QUORUM, ALL overlap by definition
+		return nil
+	}
+	if 2*replicas <= rf {
+		return fmt.Errorf("consistency %s on keyspace %s with %d replicas (replication %v): reads and writes of %d replicas each need not meet, use quorum: %w",
+			c, keyspace, rf, repl, replicas, ErrInexact)
+	}
+	return nil
 }
 
 // ErrSchema is wrapped by Open's errors about a keyspace or schema this

@@ -234,3 +234,15 @@ func TestHalfWrittenBatchesOnRealCassandra(t *testing.T) {
 		}
 	}
 }
+
+// TestInexactConsistencyRefusedOnRealCassandra: ONE reads and writes on a
+// keyspace of two replicas need not meet; the store refuses to run on them
+// (from the keyspace's replication as Cassandra reports it), saying to use
+// quorum.
+func TestInexactConsistencyRefusedOnRealCassandra(t *testing.T) {
+	cfg := itConfig(t, "&consistency=one&replication=SimpleStrategy:2")
+	_, err := Open(context.Background(), cfg, Options{Migrate: true})
+	if !errors.Is(err, ErrInexact) || !strings.Contains(err.Error(), "quorum") {
+		t.Fatalf("Open with ONE on two replicas: %v, want ErrInexact", err)
+	}
+}
