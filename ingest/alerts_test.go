@@ -881,3 +881,44 @@ func TestAlertsNeverRedeployARecordedEvent(t *testing.T) {
 		t.Errorf("Judged{pass} = %v, want 1 (counted once, whatever the retries)", got)
 	}
 }
+
+// blockingHandler never finishes a batch: it waits for its attempt's end,
+// as starts to a Temporal that does not answer would.
+type blockingHandler struct{ entered chan struct{} }
+
+func (h blockingHandler) Handle(ctx context.Context, _ []event.Result) error {
+	select {
+	case h.entered <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestStopIsBoundedByTheGrace: a consumer stopped while an attempt hangs
+// (a long attempt timeout, a Temporal that does not answer) returns within
+// its stop grace, not at the attempt's end, and commits nothing of that
+// batch (it is redelivered).
+func TestStopIsBoundedByTheGrace(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	m := metrics.New()
+	h := blockingHandler{entered: make(chan struct{}, 1)}
+	stop := e.run(t, ingest.AlertsGroup, m, h, func(c *ingest.ConsumerConfig) {
+		c.AttemptTimeout, c.StopGrace = time.Minute, 300*time.Millisecond
+	})
+	e.produce(t, record(t, result("ev-hang", "lea", "c-piscine-sort", 1)))
+	select {
+	case <-h.entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the batch never reached the handler")
+	}
+	began := time.Now()
+	stop()
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("stop took %s with a stop grace of 300ms", took)
+	}
+	if c := e.mustCommitted(t, ingest.AlertsGroup); len(c) != 0 {
+		t.Errorf("committed %v of a batch never handled", c)
+	}
+}

@@ -68,6 +68,12 @@ type ConsumerConfig struct {
 	MaxPollRecords int
 	// AttemptTimeout bounds one attempt at a batch; default 30s.
 	AttemptTimeout time.Duration
+	// StopGrace bounds how long an attempt in flight may go on once its
+	// partition is revoked or the consumer stops; default 10s. Then it is
+	// cancelled: what it did not commit is redelivered (its effects are
+	// idempotent). So a revoke stays inside franz-go's rebalance timeout
+	// (60 s) and a stop inside the pods' grace period (45 s in deploy/).
+	StopGrace time.Duration
 	// Pipeline is how many batches of one partition are handled at once;
 	// default 1, one after the other. With more, a batch is handled while
 	// the ones before it are still in flight (a failing result waits for no
@@ -106,6 +112,9 @@ func (c *ConsumerConfig) withDefaults() (ConsumerConfig, error) {
 	}
 	if cfg.AttemptTimeout <= 0 {
 		cfg.AttemptTimeout = 30 * time.Second
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = 10 * time.Second
 	}
 	if cfg.Pipeline <= 0 {
 		cfg.Pipeline = 1
@@ -454,10 +463,22 @@ var errQuit = errors.New("partition stopped")
 // attempt runs the stages not yet durable, then, once the batch before it
 // is committed, commits. It returns the failing stage.
 func (c *Consumer) attempt(b *batch, quit <-chan struct{}) (string, error) {
-	// Not the poll context: a revoke lets the attempt in flight finish (it
-	// is bounded), a shutdown too.
+	// Not the poll context: a revoke lets the attempt in flight finish, a
+	// shutdown too, for StopGrace at most.
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.AttemptTimeout)
 	defer cancel()
+	go func() {
+		select {
+		case <-quit:
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case <-time.After(c.cfg.StopGrace):
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	if !b.handled && len(b.valid) > 0 {
 		if err := c.h.Handle(ctx, b.valid); err != nil {
 			// What the handler settled is not handed to it again.
