@@ -250,6 +250,8 @@ type Store struct {
 	// seen caches the index rows (exercise days, arrival minutes) this
 	// process has written, so each is written once, not once per result.
 	seen seenCache
+	// clock is this process's last clock measurement against Cassandra's.
+	clock clockCheck
 }
 
 // Options tune Open.

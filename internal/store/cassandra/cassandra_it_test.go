@@ -246,3 +246,22 @@ func TestInexactConsistencyRefusedOnRealCassandra(t *testing.T) {
 		t.Fatalf("Open with ONE on two replicas: %v, want ErrInexact", err)
 	}
 }
+
+// TestClockMeasuredOnRealCassandra: this machine's clock against the real
+// node's (the same machine): the measurement works and is near zero, so
+// the store stamps and marks.
+func TestClockMeasuredOnRealCassandra(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, itConfig(t, ""), Options{Migrate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	skew, err := s.measureSkew(ctx)
+	if err != nil || skew > time.Second || skew < -time.Second {
+		t.Fatalf("skew %s, %v; want within a second on one machine", skew, err)
+	}
+	if err := s.checkClock(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

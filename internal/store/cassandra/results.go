@@ -164,6 +164,9 @@ func (s *Store) PutResults(ctx context.Context, rs []event.Result) (int, error) 
 			return 0, fmt.Errorf("archiving results: result %d has no identity", i)
 		}
 	}
+	if err := s.checkClock(ctx); err != nil {
+		return 0, fmt.Errorf("archiving results: %w", err)
+	}
 	// The first occurrence of an identity in the batch wins, as in SQLite.
 	seen := make(map[string]bool, len(rs))
 	uniq := make([]*event.Result, 0, len(rs))
@@ -369,7 +372,10 @@ func (s *Store) keepCanonical(ctx context.Context, rows []event.Result) ([]event
 // ArrivalMark is now minus the settle margin, in Unix microseconds: every
 // write stamped at or before it has finished or failed (PutResults gives up
 // on an attempt after half the margin), so the analytics can read up to it.
-func (s *Store) ArrivalMark(context.Context) (int64, error) {
+func (s *Store) ArrivalMark(ctx context.Context) (int64, error) {
+	if err := s.checkClock(ctx); err != nil {
+		return 0, fmt.Errorf("arrival mark: %w", err)
+	}
 	return time.Now().Add(-s.cfg.Settle).UnixMicro(), nil
 }
 
