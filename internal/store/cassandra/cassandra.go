@@ -76,6 +76,18 @@ type Replication struct {
 	PerDC    map[string]int
 }
 
+// asMap is r as Cassandra reports a keyspace's replication.
+func (r Replication) asMap() map[string]string {
+	if r.Strategy == "SimpleStrategy" {
+		return map[string]string{"class": r.Strategy, "replication_factor": strconv.Itoa(r.Factor)}
+	}
+	m := map[string]string{"class": r.Strategy}
+	for dc, n := range r.PerDC {
+		m[dc] = strconv.Itoa(n)
+	}
+	return m
+}
+
 // CQL renders r as a replication map literal.
 func (r Replication) CQL() string {
 	if r.Strategy == "SimpleStrategy" {
@@ -277,6 +289,10 @@ func (l gocqlLogger) Println(v ...any) { l.log.Warn(strings.TrimSpace(fmt.Sprint
 // Open connects to the cluster and checks (or migrates) the schema.
 func Open(ctx context.Context, cfg Config, opt Options) (*Store, error) {
 	if opt.Migrate {
+		// Refuse an inexact level before creating anything with it.
+		if err := overlaps(cfg.Consistency, cfg.LocalDC, cfg.Keyspace, cfg.Replication.asMap()); err != nil {
+			return nil, err
+		}
 		if err := migrate(ctx, cfg, opt.Logger); err != nil {
 			return nil, err
 		}
