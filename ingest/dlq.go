@@ -145,8 +145,13 @@ func (c *Consumer) writeDLQ(ctx context.Context, b *batch) error {
 			firstErr error
 			missing  bool
 		)
-		for i, pr := range res {
-			r := b.rejects[i]
+		// Results come in the order the records completed, not as given.
+		index := make(map[*kgo.Record]int, len(b.rejects))
+		for i, r := range b.rejects {
+			index[r] = i
+		}
+		for _, pr := range res {
+			i, r := index[pr.Record], pr.Record
 			switch {
 			case pr.Err == nil:
 				c.cfg.Metrics.Rejected.WithLabelValues(c.cfg.Group, string(b.reasons[i])).Inc()
