@@ -19,10 +19,11 @@ func TestReplayRecordedHistories(t *testing.T) {
 	// patrol_recovered.json ran before fastPathChange; the _v1 files after
 	// it, the _v2 files after followUpChange too: in each pair one whose
 	// first notification attempt failed (then retried by the activity) and
-	// one delivered at the first attempt.
+	// one delivered at the first attempt; patrol_awaiting_archive_v2.json
+	// waited for the archiver (internal/dev TestFollowUpWaitsForTheArchiver).
 	for _, file := range []string{"testdata/patrol_recovered.json", "testdata/patrol_recovered_v1.json",
 		"testdata/patrol_no_attempt_v1.json", "testdata/patrol_recovered_v2.json", "testdata/patrol_no_attempt_v2.json",
-		"testdata/analytics.json"} {
+		"testdata/patrol_awaiting_archive_v2.json", "testdata/analytics.json"} {
 		t.Run(file, func(t *testing.T) {
 			r := worker.NewWorkflowReplayer()
 			workers.RegisterWorkflows(r)

@@ -53,6 +53,9 @@ type Options struct {
 	Analytics app.SetupOptions
 	// SeedThresholds are written to etcd at start when no threshold exists.
 	SeedThresholds map[string]float64
+	// NoArchive leaves the archiver out (tests start it themselves, as an
+	// operator would after an archiver outage).
+	NoArchive bool
 	// Logger is required.
 	Logger *slog.Logger
 	// Ready, if set, is called once everything runs.
@@ -174,7 +177,11 @@ func Run(ctx context.Context, o Options) (err error) {
 		return err
 	}
 
-	for _, c := range []string{"worker", "ingest", "archive"} {
+	services := []string{"worker", "ingest", "archive"}
+	if o.NoArchive {
+		services = services[:2]
+	}
+	for _, c := range services {
 		s.Metrics.Waiting(c, "starting")
 	}
 	mux := http.NewServeMux()
@@ -208,7 +215,9 @@ func Run(ctx context.Context, o Options) (err error) {
 	run("ingest", func(ctx context.Context) error {
 		return app.Ingest(ctx, cfg, log, s.Metrics, s.Client, s.EtcdCli, s.Store)
 	})
-	run("archive", func(ctx context.Context) error { return app.Archive(ctx, cfg, log, s.Metrics, s.Store) })
+	if !o.NoArchive {
+		run("archive", func(ctx context.Context) error { return app.Archive(ctx, cfg, log, s.Metrics, s.Store) })
+	}
 	log.Info("acu-dev ready", "startup", time.Since(began).Round(time.Millisecond))
 	if o.Ready != nil {
 		o.Ready(s)

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 
 	"github.com/acu-patrol/acu/ingest"
+	"github.com/acu-patrol/acu/internal/app"
 	"github.com/acu-patrol/acu/internal/dev"
 	"github.com/acu-patrol/acu/internal/event"
 	"github.com/acu-patrol/acu/internal/metrics"
@@ -186,4 +189,67 @@ func readDLQ(t *testing.T, broker string, n int) []*kgo.Record {
 		return len(out) >= n
 	}, func() string { return fmt.Sprintf("%d DLQ records, want %d", len(out), n) })
 	return out
+}
+
+// TestFollowUpWaitsForTheArchiver: on the whole system with its archiver
+// stopped, a deployment whose window has closed does not decide from the
+// incomplete archive (its student's retake is in Kafka, not in the store):
+// it waits as awaiting-archive, visible in Temporal and in the store, and
+// once the archiver runs again it finds the retake: recovered, not
+// no-attempt.
+func TestFollowUpWaitsForTheArchiver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole dev stack")
+	}
+	ctx := context.Background()
+	cfg := embeddedConfig(t)
+	cfg.PatrolURL = "http://" + cfg.HTTP + "/patrol"
+	cfg.FollowUpAfter, cfg.FollowUpSettle = 2*time.Second, 0
+	s := startStack(t, dev.Options{Config: cfg, Partitions: 2, NoArchive: true, SeedThresholds: map[string]float64{"ex-a": 50}})
+
+	prod, err := kgo.NewClient(kgo.SeedBrokers(cfg.Kafka))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	now := time.Now().UTC()
+	rec := func(id string, at time.Time, metric float64) *kgo.Record {
+		return &kgo.Record{Topic: ingest.ResultsTopic, Key: []byte("s1"), Value: fmt.Appendf(nil,
+			`{"event_id":%q,"timestamp":%d,"student_id":"s1","latitude":48.85,"longitude":2.35,"exercise_id":"ex-a","metric":%v}`, id, at.UnixMilli(), metric)}
+	}
+	if err := prod.ProduceSync(ctx, rec("e-wait", now, 10), rec("e-wait-retake", now.Add(time.Second), 80)).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	const id = "patrol-e-wait"
+	testkit.Eventually(t, time.Minute, func() bool {
+		d, ok, err := s.Store.GetDeployment(ctx, id)
+		return err == nil && ok && d.Status == workflows.StatusAwaitingArchive
+	}, func() string { return id + " awaiting the archive in the store" })
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		d, err := s.Client.DescribeWorkflowExecution(ctx, id, "")
+		if err != nil {
+			return false
+		}
+		p := d.GetWorkflowExecutionInfo().GetSearchAttributes().GetIndexedFields()["PatrolStatus"]
+		return p != nil && strings.Contains(string(p.GetData()), workflows.StatusAwaitingArchive)
+	}, func() string { return id + " awaiting the archive in PatrolStatus" })
+
+	// The archiver comes back.
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- app.Archive(actx, &cfg, testkit.Logger(t, slog.LevelWarn), metrics.New(), s.Store)
+	}()
+	defer func() { cancel(); <-done }()
+	testkit.Eventually(t, 2*time.Minute, func() bool {
+		d, ok, err := s.Store.GetDeployment(ctx, id)
+		return err == nil && ok && d.Status != workflows.StatusAwaitingArchive
+	}, func() string { return id + " decided once the archiver ran" })
+	d, _, _ := s.Store.GetDeployment(ctx, id)
+	if d.Status != workflows.StatusRecovered || d.FollowUpResults != 1 {
+		t.Errorf("%s: %s with %d follow-up results, want recovered with the retake", id, d.Status, d.FollowUpResults)
+	}
+	if dir := os.Getenv("ACU_WRITE_HISTORY"); dir != "" {
+		writeHistory(ctx, t, s, id, filepath.Join(dir, "patrol_awaiting_archive_v2.json"))
+	}
 }
