@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -122,7 +123,24 @@ func CreateTopics(ctx context.Context, brokers []string, partitions int32, rf in
 }
 
 // maxMessageBytes is the topic's max.message.bytes, its own or inherited.
+// A topic created a moment ago may not be known to the broker answering
+// yet: that is retried for up to 30 s.
 func maxMessageBytes(ctx context.Context, adm *kadm.Client, topic string) (int, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := describeMaxMessageBytes(ctx, adm, topic)
+		if !errors.Is(err, kerr.UnknownTopicOrPartition) || time.Now().After(deadline) {
+			return n, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("describing %s: %w", topic, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func describeMaxMessageBytes(ctx context.Context, adm *kadm.Client, topic string) (int, error) {
 	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
 	if err != nil {
 		return 0, fmt.Errorf("describing %s: %w", topic, err)
