@@ -76,16 +76,28 @@ type Replication struct {
 	PerDC    map[string]int
 }
 
-// asMap is r as Cassandra reports a keyspace's replication.
+// asMap is r as Cassandra reports a keyspace's replication
+// (system_schema.keyspaces).
 func (r Replication) asMap() map[string]string {
 	if r.Strategy == "SimpleStrategy" {
-		return map[string]string{"class": r.Strategy, "replication_factor": strconv.Itoa(r.Factor)}
+		return map[string]string{"class": "org.apache.cassandra.locator.SimpleStrategy", "replication_factor": strconv.Itoa(r.Factor)}
 	}
-	m := map[string]string{"class": r.Strategy}
+	m := map[string]string{"class": "org.apache.cassandra.locator.NetworkTopologyStrategy"}
 	for dc, n := range r.PerDC {
 		m[dc] = strconv.Itoa(n)
 	}
 	return m
+}
+
+// keyspaceReplication reads the keyspace's replication as Cassandra
+// reports it.
+func keyspaceReplication(ctx context.Context, session *gocql.Session, keyspace string) (map[string]string, error) {
+	var repl map[string]string
+	if err := session.Query(`SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?`, keyspace).
+		WithContext(ctx).Scan(&repl); err != nil {
+		return nil, fmt.Errorf("reading the replication of keyspace %s: %w", keyspace, err)
+	}
+	return repl, nil
 }
 
 // CQL renders r as a replication map literal.
@@ -332,10 +344,9 @@ var ErrInexact = errors.New("consistency cannot be exact for the keyspace's repl
 // out of RF, an acknowledged write is seen by every later read only if
 // 2 x R > RF (in the data centre that counts, for the LOCAL_ levels).
 func (s *Store) checkOverlap(ctx context.Context) error {
-	var repl map[string]string
-	if err := s.session.Query(`SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?`, s.cfg.Keyspace).
-		WithContext(ctx).Scan(&repl); err != nil {
-		return fmt.Errorf("reading the replication of keyspace %s: %w", s.cfg.Keyspace, err)
+	repl, err := keyspaceReplication(ctx, s.session, s.cfg.Keyspace)
+	if err != nil {
+		return err
 	}
 	return overlaps(s.cfg.Consistency, s.cfg.LocalDC, s.cfg.Keyspace, repl)
 }

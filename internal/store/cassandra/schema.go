@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 
 	"github.com/gocql/gocql"
@@ -226,23 +227,11 @@ func migrate(ctx context.Context, cfg Config, log *slog.Logger) error {
 // checkReplication refuses a keyspace whose replication differs from the
 // one asked for: setup does not silently keep (or change) it.
 func checkReplication(ctx context.Context, session *gocql.Session, cfg Config) error {
-	var got map[string]string
-	err := session.Query(`SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?`, cfg.Keyspace).
-		WithContext(ctx).Scan(&got)
+	got, err := keyspaceReplication(ctx, session, cfg.Keyspace)
 	if err != nil {
-		return fmt.Errorf("reading the replication of keyspace %s: %w", cfg.Keyspace, err)
+		return err
 	}
-	want := map[string]string{}
-	if cfg.Replication.Strategy == "SimpleStrategy" {
-		want["class"] = "org.apache.cassandra.locator.SimpleStrategy"
-		want["replication_factor"] = fmt.Sprint(cfg.Replication.Factor)
-	} else {
-		want["class"] = "org.apache.cassandra.locator.NetworkTopologyStrategy"
-		for dc, n := range cfg.Replication.PerDC {
-			want[dc] = fmt.Sprint(n)
-		}
-	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
+	if want := cfg.Replication.asMap(); !maps.Equal(got, want) {
 		return fmt.Errorf("keyspace %s exists with replication %v, not the %s asked for: change it with ALTER KEYSPACE (then repair) or ask for the existing one",
 			cfg.Keyspace, got, cfg.Replication.CQL())
 	}
