@@ -97,17 +97,37 @@ func OpenStore(ctx context.Context, cfg *config.Config, migrate bool, log *slog.
 // use (no keyspace yet: run acu setup) is returned at once. m gets, for
 // /readyz, what component waits for.
 func OpenStoreWaiting(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, component string) (store.Store, error) {
+	var st store.Store
+	err := retry(ctx, log, "store unreachable; retrying", func(attempt int) (bool, error) {
+		var err error
+		st, err = OpenStore(ctx, cfg, false, log)
+		if err == nil || errors.Is(err, cassandra.ErrSchema) || errors.Is(err, cassandra.ErrInexact) || !cfg.IsCassandra() {
+			return true, err
+		}
+		m.Waiting(component, fmt.Sprintf("the store, unreachable (attempt %d): %v", attempt, err))
+		return false, err
+	})
+	if err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("opening the store: %w", err)
+	}
+	return st, err
+}
+
+// retry calls try (attempt 1, 2, ...) until it reports done, and returns
+// its error then. After each attempt not done it logs msg with the error
+// and waits, 1 s doubling to 30 s; when ctx ends first it returns ctx's
+// error with the last attempt's.
+func retry(ctx context.Context, log *slog.Logger, msg string, try func(attempt int) (done bool, err error)) error {
 	delay := time.Second
 	for attempt := 1; ; attempt++ {
-		st, err := OpenStore(ctx, cfg, false, log)
-		if err == nil || errors.Is(err, cassandra.ErrSchema) || errors.Is(err, cassandra.ErrInexact) || !cfg.IsCassandra() {
-			return st, err
+		done, err := try(attempt)
+		if done {
+			return err
 		}
-		log.Warn("store unreachable; retrying", "attempt", attempt, "retry_in", delay, "err", err)
-		m.Waiting(component, fmt.Sprintf("the store, unreachable (attempt %d): %v", attempt, err))
+		log.Warn(msg, "attempt", attempt, "retry_in", delay, "err", err)
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("opening the store: %w (last error: %v)", ctx.Err(), err)
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 30*time.Second)
@@ -157,26 +177,20 @@ func Ingest(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metric
 // It reports false when ctx ended first.
 func awaitSearchAttributes(ctx context.Context, tc client.Client, namespace string, log *slog.Logger, m *metrics.Metrics) bool {
 	const component = "temporal"
-	delay := time.Second
-	for attempt := 1; ; attempt++ {
+	err := retry(ctx, log, "not consuming: the deployments cannot be started yet", func(int) (bool, error) {
 		missing, err := searchattr.Missing(ctx, tc, namespace, SearchAttributes)
 		if err == nil && len(missing) == 0 {
 			m.Ready(component)
-			return true
+			return true, nil
 		}
 		if err == nil {
 			names := slices.Sorted(maps.Keys(missing))
 			err = fmt.Errorf("namespace %q lacks the search attributes %s: run acu setup", namespace, strings.Join(names, ", "))
 		}
-		log.Warn("not consuming: the deployments cannot be started yet", "attempt", attempt, "retry_in", delay, "err", err)
 		m.Waiting(component, err.Error())
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 30*time.Second)
-	}
+		return false, err
+	})
+	return err == nil
 }
 
 // AlertsPipeline is how many batches of one partition the alert service
