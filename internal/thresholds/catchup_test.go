@@ -2,15 +2,10 @@ package thresholds
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/acu-patrol/acu/internal/devstack"
 )
 
 // catchUpWatcher delivers the watch as etcd does to a watcher catching up:
@@ -76,29 +71,11 @@ func (w *catchUpWatcher) Watch(ctx context.Context, key string, opts ...clientv3
 // header, Sync must not take the header for what the copy reflects: after
 // two threshold writes, a Sync returns only once both are applied.
 func TestCatchUpAdvancesOnlyToTheEventsApplied(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	addr, err := devstack.FreeLoopbackAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	etcd, err := devstack.StartEtcd(addr, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer etcd.Stop()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{addr}, DialTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	w := &catchUpWatcher{Watcher: cli.Watcher, release: make(chan struct{})}
-	cli.Watcher = w
-	cache := NewCache(cli, "/acu/", slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = cache.Run(ctx) }()
-	defer func() { cancel(); wg.Wait() }()
+	var w *catchUpWatcher
+	ctx, cli, cache := testCache(t, func(cli *clientv3.Client) {
+		w = &catchUpWatcher{Watcher: cli.Watcher, release: make(chan struct{})}
+		cli.Watcher = w
+	})
 	waitFor(t, func() bool { return cache.Revision() > 0 })
 
 	adm := NewAdmin(cli, "/acu/")
@@ -111,7 +88,7 @@ func TestCatchUpAdvancesOnlyToTheEventsApplied(t *testing.T) {
 	// The first write's event has arrived under the second's revision.
 	waitFor(t, func() bool { _, ok := cache.Lookup("ex-a"); return ok })
 	sctx, scancel := context.WithTimeout(ctx, time.Second)
-	err = cache.Sync(sctx)
+	err := cache.Sync(sctx)
 	scancel()
 	if v, ok := cache.Lookup("ex-b"); err == nil && (!ok || v != 20) {
 		t.Fatalf("Sync returned with ex-b = %v, %v: it took a header's revision for the events applied", v, ok)

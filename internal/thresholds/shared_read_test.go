@@ -130,6 +130,19 @@ func TestAbandonedRevisionReadIsCancelled(t *testing.T) {
 // counted and held (heldKV); everything stops when the test ends.
 func heldCache(t *testing.T) (context.Context, *clientv3.Client, *heldKV, *Cache) {
 	t.Helper()
+	var kv *heldKV
+	ctx, cli, cache := testCache(t, func(cli *clientv3.Client) {
+		kv = &heldKV{KV: cli.KV, release: make(chan struct{})}
+		cli.KV = kv
+	})
+	return ctx, cli, kv, cache
+}
+
+// testCache runs a Cache on an etcd of its own, its client first adjusted
+// by wrap (a KV or Watcher standing between it and etcd); everything stops
+// when the test ends.
+func testCache(t *testing.T, wrap func(*clientv3.Client)) (context.Context, *clientv3.Client, *Cache) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	addr, err := devstack.FreeLoopbackAddr()
 	if err != nil {
@@ -145,13 +158,12 @@ func heldCache(t *testing.T) (context.Context, *clientv3.Client, *heldKV, *Cache
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	kv := &heldKV{KV: cli.KV, release: make(chan struct{})}
-	cli.KV = kv
+	wrap(cli)
 	cache := NewCache(cli, "/acu/", slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	done := make(chan error, 1)
 	go func() { done <- cache.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return ctx, cli, kv, cache
+	return ctx, cli, cache
 }
 
 func closedRelease() chan struct{} { c := make(chan struct{}); close(c); return c }
