@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -92,31 +93,28 @@ func cut(s string, n int) string {
 // truncated is the DLQ record r without what made it too large: the first
 // bytes of its value (and key), with their full size and digest.
 func truncated(r *kgo.Record) *kgo.Record {
-	t := &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: append([]kgo.RecordHeader(nil), r.Headers...)}
-	kept := ""
-	if len(r.Value) > truncatedKeep {
-		sum := sha256.Sum256(r.Value)
-		t.Value = r.Value[:truncatedKeep]
-		t.Headers = append(t.Headers,
-			kgo.RecordHeader{Key: HeaderValueSize, Value: []byte(strconv.Itoa(len(r.Value)))},
-			kgo.RecordHeader{Key: HeaderValueSHA256, Value: []byte(hex.EncodeToString(sum[:]))})
-		kept = fmt.Sprintf("value: first %d of %d bytes", truncatedKeep, len(r.Value))
-	}
-	if len(r.Key) > truncatedKeep {
-		sum := sha256.Sum256(r.Key)
-		t.Key = r.Key[:truncatedKeep]
-		t.Headers = append(t.Headers,
-			kgo.RecordHeader{Key: HeaderKeySize, Value: []byte(strconv.Itoa(len(r.Key)))},
-			kgo.RecordHeader{Key: HeaderKeySHA256, Value: []byte(hex.EncodeToString(sum[:]))})
-		if kept != "" {
-			kept += "; "
+	t := &kgo.Record{Topic: r.Topic, Headers: append([]kgo.RecordHeader(nil), r.Headers...)}
+	var kept []string
+	// head keeps the first truncatedKeep bytes of b, adding b's size and
+	// digest under the given headers.
+	head := func(what string, b []byte, sizeHeader, digestHeader string) []byte {
+		if len(b) <= truncatedKeep {
+			return b
 		}
-		kept += fmt.Sprintf("key: first %d of %d bytes", truncatedKeep, len(r.Key))
+		sum := sha256.Sum256(b)
+		t.Headers = append(t.Headers,
+			kgo.RecordHeader{Key: sizeHeader, Value: []byte(strconv.Itoa(len(b)))},
+			kgo.RecordHeader{Key: digestHeader, Value: []byte(hex.EncodeToString(sum[:]))})
+		kept = append(kept, fmt.Sprintf("%s: first %d of %d bytes", what, truncatedKeep, len(b)))
+		return b[:truncatedKeep]
 	}
-	if kept == "" {
-		kept = "nothing cut: the record's own size is not what the DLQ refused"
+	t.Value = head("value", r.Value, HeaderValueSize, HeaderValueSHA256)
+	t.Key = head("key", r.Key, HeaderKeySize, HeaderKeySHA256)
+	note := strings.Join(kept, "; ")
+	if note == "" {
+		note = "nothing cut: the record's own size is not what the DLQ refused"
 	}
-	t.Headers = append(t.Headers, kgo.RecordHeader{Key: HeaderTruncated, Value: []byte("too large for the DLQ whole; " + kept)})
+	t.Headers = append(t.Headers, kgo.RecordHeader{Key: HeaderTruncated, Value: []byte("too large for the DLQ whole; " + note)})
 	return t
 }
 
