@@ -200,10 +200,13 @@ func (c *Consumer) createDLQ(ctx context.Context) error {
 	if err == nil {
 		err = resp.Err
 	}
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+	switch {
+	case errors.Is(err, kerr.TopicAlreadyExists): // another member created it
+	case err != nil:
 		return err
+	default:
+		c.log.Warn("the DLQ topic was missing; created it", "topic", c.cfg.DLQTopic, "partitions", partitions)
 	}
-	c.log.Warn("the DLQ topic was missing; created it", "topic", c.cfg.DLQTopic, "partitions", partitions)
 	return nil
 }
 
