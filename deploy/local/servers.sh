@@ -1,39 +1,72 @@
 #!/usr/bin/env bash
-# deploy/local/servers.sh — real Apache Kafka 4.x (KRaft) and Apache Cassandra 5.0 on 127.0.0.1,
-# run from their Maven Central jars with `java -cp` (no Docker, no tarball downloads).
+# deploy/local/servers.sh — real Apache Kafka 4.x (KRaft) and Apache Cassandra 5.0 on 127.0.0.1 (or
+# ACU_HOST), run from their Maven Central jars with `java -cp` (no Docker, no tarball downloads).
 #
 #   servers.sh start  kafka|cassandra|all   fetch+cache the jars, write configs, launch, wait until ready
+#   servers.sh launch kafka|cassandra|all   the same without the wait (cluster nodes: launch all, then wait)
 #   servers.sh stop   kafka|cassandra|all   SIGTERM, wait, then SIGKILL
 #   servers.sh wait   [kafka|cassandra|all] wait until the running server(s) answer (default: all)
 #   servers.sh status [kafka|cassandra|all] print state; exit 1 if a named server is not answering
 #   servers.sh classpath kafka|cassandra    print the (cached) classpath
-#   servers.sh run kafka|cassandra CLASS [ARGS...]  run a main class on that classpath (e.g. Kafka CLIs)
+#   servers.sh run kafka|cassandra CLASS [ARGS...]  run a main class on that classpath (Kafka CLIs, NodeTool)
 #   servers.sh clean  [kafka|cassandra|all] delete the data and logs of stopped servers
 #
 # Environment (all optional):
-#   ACU_LOCAL_DIR               state: data, logs, configs, pid files   (default ${TMPDIR:-/tmp}/acu-local)
+#   ACU_LOCAL_DIR               state: data, logs, configs, pid files   (default ${TMPDIR:-/tmp}/acu-local;
+#                               one per node when several nodes run on one machine)
+#   ACU_HOST                    the address every listener of this node binds to, and that the probes,
+#                               advertised and broadcast addresses use   (default 127.0.0.1)
+#   ACU_CGROUP                  a cgroup v2 directory (created by the caller): the server process is moved
+#                               into it before java starts, so its children and sockets belong to it too
+#                               (default: none, the server stays in the caller's cgroup)
 #   ACU_KAFKA_PORT              Kafka client listener                     (default 9092)
 #   ACU_KAFKA_CONTROLLER_PORT   KRaft controller listener                 (default 9093)
 #   ACU_KAFKA_AUTO_CREATE_TOPICS  auto.create.topics.enable               (default false, as in production:
 #                               topics are created by `acu setup` / CreateTopics)
+#   ACU_KAFKA_NODE_ID           node.id of this broker+controller         (default 1)
+#   ACU_KAFKA_VOTERS            controller.quorum.voters, the static KRaft quorum, e.g.
+#                               1@127.0.0.11:9093,2@127.0.0.12:9093,3@127.0.0.13:9093
+#                               (default this node alone: NODE_ID@ACU_HOST:CONTROLLER_PORT)
+#   ACU_KAFKA_CLUSTER_ID        cluster id the storage is formatted with, shared by all brokers of a cluster
+#                               (22-character base64url Kafka Uuid, e.g. from `run kafka kafka.tools.StorageTool
+#                               random-uuid`; default a random one; required with more than one voter)
+#   ACU_KAFKA_REPLICATION       replication factor of new and internal topics; min.insync.replicas and
+#                               transaction.state.log.min.isr are min(2, it)   (default 1)
 #   ACU_KAFKA_HEAP              Kafka -Xmx/-Xms                           (default 512m)
 #   ACU_KAFKA_TIMEOUT           seconds to wait for Kafka                 (default 90)
 #   ACU_CASSANDRA_PORT          CQL native transport                      (default 9042)
-#   ACU_CASSANDRA_STORAGE_PORT  internode (gossip) port, loopback only    (default 7000)
+#   ACU_CASSANDRA_STORAGE_PORT  internode (gossip) port                   (default 7000)
+#   ACU_CASSANDRA_SEEDS         comma-separated seed addresses, host or host:port (default ACU_HOST)
+#   ACU_CASSANDRA_INITIAL_TOKEN this node's one token; when set, also auto_bootstrap: false and
+#                               -Dcassandra.consistent.rangemovement=false, so that fresh nodes started
+#                               together form one ring   (default: initial_token 0, bootstrap as Cassandra decides)
+#   ACU_CASSANDRA_JMX_PORT      open JMX (nodetool) on ACU_HOST:PORT, registry and RMI on that one port,
+#                               no authentication   (default: no JMX port at all)
+#   ACU_CASSANDRA_UNSAFE_SYSTEM -Dcassandra.unsafesystem: no flush of the schema tables after a schema
+#                               change (fast; a SIGKILLed node forgets recent schema changes)
+#                               (default true; false when ACU_CASSANDRA_INITIAL_TOKEN is set)
 #   ACU_CASSANDRA_HEAP          Cassandra -Xmx                            (default 1g)
 #   ACU_CASSANDRA_HEAP_MIN      Cassandra -Xms                            (default 256m)
 #   ACU_CASSANDRA_TIMEOUT       seconds to wait for Cassandra             (default 180)
 #   JAVA, MVN                   the java and mvn commands                 (default: from PATH)
 #
-# Everything listens on 127.0.0.1 only. The data is throwaway (Cassandra runs with the fsync
+# Everything listens on ACU_HOST (127.0.0.1) only (with ACU_CASSANDRA_JMX_PORT, the JDK's local-only
+# JMX connector excepted: see cassandra_start). The data is throwaway (Cassandra runs with the fsync
 # shortcuts of its own test suite), for development and CI, not for keeping.
+#
+# A cluster on one machine: one call per node, each with its own ACU_LOCAL_DIR and ACU_HOST (any
+# 127.0.0.0/8 address works on Linux), the same ports; Kafka nodes share ACU_KAFKA_VOTERS and
+# ACU_KAFKA_CLUSTER_ID, Cassandra nodes ACU_CASSANDRA_SEEDS and each has its ACU_CASSANDRA_INITIAL_TOKEN.
+# `launch` every node, then `wait` for each (a 3-voter quorum answers only once 2 voters run).
+# deploy/local/README.md has the example.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
 STATE=${ACU_LOCAL_DIR:-${TMPDIR:-/tmp}/acu-local}
 case "$STATE" in /*) ;; *) STATE="$PWD/$STATE" ;; esac # configs hold absolute paths
-HOST=127.0.0.1
+HOST=${ACU_HOST:-127.0.0.1}
+CGROUP=${ACU_CGROUP:-}
 JAVA=${JAVA:-java}
 MVN=${MVN:-mvn}
 
@@ -42,11 +75,20 @@ KAFKA_CONTROLLER_PORT=${ACU_KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_AUTO_CREATE=${ACU_KAFKA_AUTO_CREATE_TOPICS:-false}
 KAFKA_HEAP=${ACU_KAFKA_HEAP:-512m}
 KAFKA_TIMEOUT=${ACU_KAFKA_TIMEOUT:-90}
+KAFKA_NODE_ID=${ACU_KAFKA_NODE_ID:-1}
+KAFKA_VOTERS=${ACU_KAFKA_VOTERS:-$KAFKA_NODE_ID@$HOST:$KAFKA_CONTROLLER_PORT}
+KAFKA_CLUSTER_ID=${ACU_KAFKA_CLUSTER_ID:-}
+KAFKA_REPLICATION=${ACU_KAFKA_REPLICATION:-1}
 CASSANDRA_PORT=${ACU_CASSANDRA_PORT:-9042}
 CASSANDRA_STORAGE_PORT=${ACU_CASSANDRA_STORAGE_PORT:-7000}
 CASSANDRA_HEAP=${ACU_CASSANDRA_HEAP:-1g}
 CASSANDRA_HEAP_MIN=${ACU_CASSANDRA_HEAP_MIN:-256m}
 CASSANDRA_TIMEOUT=${ACU_CASSANDRA_TIMEOUT:-180}
+CASSANDRA_SEEDS=${ACU_CASSANDRA_SEEDS:-$HOST}
+CASSANDRA_INITIAL_TOKEN=${ACU_CASSANDRA_INITIAL_TOKEN:-}
+CASSANDRA_JMX_PORT=${ACU_CASSANDRA_JMX_PORT:-}
+if [ -n "$CASSANDRA_INITIAL_TOKEN" ]; then CASSANDRA_UNSAFE_SYSTEM=${ACU_CASSANDRA_UNSAFE_SYSTEM:-false}; else
+  CASSANDRA_UNSAFE_SYSTEM=${ACU_CASSANDRA_UNSAFE_SYSTEM:-true}; fi
 
 KAFKA_MAIN=kafka.Kafka
 CASSANDRA_MAIN=org.apache.cassandra.service.CassandraDaemon
@@ -56,7 +98,7 @@ say() { printf 'servers.sh: %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
 
 usage() {
-  sed -n '2,12p' "$SELF" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,13p' "$SELF" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -151,19 +193,46 @@ classpath() {
   cat "$cp_file"
 }
 
+check_cgroup() { # ACU_CGROUP, when set, must be an existing cgroup v2 directory
+  [ -z "$CGROUP" ] && return 0
+  [ -f "$CGROUP/cgroup.procs" ] || die "ACU_CGROUP=$CGROUP is not a cgroup directory (no cgroup.procs); create it first"
+  [ -f "$CGROUP/cgroup.controllers" ] || die "ACU_CGROUP=$CGROUP is not in a cgroup v2 hierarchy (no cgroup.controllers)"
+}
+
 # launch NAME JAVA_ARGS...: start java in the background in its own session, stdout+stderr to the
-# server's log (the previous one is kept as .1), and record the pid.
+# server's log (the previous one is kept as .1), and record the pid. With ACU_CGROUP, the subshell
+# moves itself into that cgroup first, so java runs in it from its first instruction. Returns once
+# that pid is java running the server (not the subshell any more), so pid_of can tell it from a
+# server that died.
 launch() {
-  local name=$1 log
+  local name=$1 log pid i
   shift
   log=$(log_file "$name")
   mkdir -p "$(dirname "$log")"
   [ -f "$log" ] && mv -f "$log" "$log.1"
   # The subshell is not a process-group leader, so setsid execs java in place: $! is java's pid.
-  (cd "$STATE/$name" && exec setsid "$JAVA" "$@" </dev/null >"$log" 2>&1) &
-  echo $! >"$(pid_file "$name")"
+  (
+    cd "$STATE/$name" || exit 1
+    exec </dev/null >"$log" 2>&1
+    if [ -n "$CGROUP" ]; then
+      echo "$BASHPID" >"$CGROUP/cgroup.procs" || { echo "servers.sh: cannot move pid $BASHPID into $CGROUP"; exit 1; }
+    fi
+    exec setsid "$JAVA" "$@"
+  ) &
+  pid=$!
+  echo "$pid" >"$(pid_file "$name")"
   date +%s >"$STATE/$name.launched"
-  say "$name: started pid $! (log: $log)"
+  for ((i = 0; i < 100; i++)); do # the subshell's cgroup move takes milliseconds; exec is quick too
+    pid_of "$name" >/dev/null && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if ! pid_of "$name" >/dev/null; then
+    kill -KILL "$pid" 2>/dev/null || true # still the subshell after 10 s: do not leave it to start later
+    last_lines "$name"
+    die "$name: pid $pid did not become the server (log: $log)"
+  fi
+  say "$name: started pid $pid on $HOST${CGROUP:+ in cgroup $CGROUP} (log: $log)"
 }
 
 ports_free() { # NAME PORT...: fail clearly if another process already listens on a port we need
@@ -197,31 +266,45 @@ kafka_ready() {
   grep -q 'Kafka Server started' "$(log_file kafka)" 2>/dev/null && probe_kafka
 }
 
+check_kafka_env() {
+  [[ "$KAFKA_NODE_ID" =~ ^[0-9]+$ ]] || die "ACU_KAFKA_NODE_ID must be a number, not '$KAFKA_NODE_ID'"
+  [[ "$KAFKA_REPLICATION" =~ ^[1-9][0-9]*$ ]] || die "ACU_KAFKA_REPLICATION must be a number >= 1, not '$KAFKA_REPLICATION'"
+  [[ ",$KAFKA_VOTERS," == *",$KAFKA_NODE_ID@"* ]] || die "ACU_KAFKA_VOTERS ($KAFKA_VOTERS) does not list node $KAFKA_NODE_ID"
+  if [ -z "$KAFKA_CLUSTER_ID" ] && [[ "$KAFKA_VOTERS" == *,* ]]; then
+    die "ACU_KAFKA_CLUSTER_ID is required with several voters: every broker of the cluster is formatted with it"
+  fi
+  if [ -n "$KAFKA_CLUSTER_ID" ] && ! [[ "$KAFKA_CLUSTER_ID" =~ ^[A-Za-z0-9_][A-Za-z0-9_-]{21}$ ]]; then
+    die "ACU_KAFKA_CLUSTER_ID must be a Kafka Uuid (22 characters of base64url, not starting with '-'), not '$KAFKA_CLUSTER_ID'"
+  fi
+}
+
 write_kafka_config() {
-  local dir=$1
+  local dir=$1 rf=$KAFKA_REPLICATION min_isr=1
+  if [ "$rf" -ge 2 ]; then min_isr=2; fi
   mkdir -p "$dir/conf" "$dir/data" "$dir/logs"
   cat >"$dir/conf/server.properties" <<EOF
-# Written by deploy/local/servers.sh: single-node KRaft, combined broker + controller.
+# Written by deploy/local/servers.sh: KRaft, combined broker + controller, static quorum.
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
+node.id=$KAFKA_NODE_ID
+controller.quorum.voters=$KAFKA_VOTERS
 listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
 advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$dir/data
-# One broker: one partition by default, replication factor 1 everywhere, internal topics included.
+# One partition by default; replication factor ACU_KAFKA_REPLICATION (1: a single broker) everywhere,
+# internal topics included, and min ISR min(2, it).
 num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
-offsets.topic.replication.factor=1
+default.replication.factor=$rf
+min.insync.replicas=$min_isr
+offsets.topic.replication.factor=$rf
 offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$min_isr
 transaction.state.log.num.partitions=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$min_isr
 auto.create.topics.enable=$KAFKA_AUTO_CREATE
 delete.topic.enable=true
 group.initial.rebalance.delay.ms=0
@@ -270,13 +353,21 @@ EOF
 kafka_start() {
   local dir="$STATE/kafka" cp cid pid
   if pid=$(pid_of kafka); then say "kafka: already running (pid $pid)"; return 0; fi
+  check_kafka_env
   ports_free kafka "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"
   cp=$(classpath kafka)
   write_kafka_config "$dir"
-  if [ ! -f "$dir/data/meta.properties" ]; then
-    # A random cluster id: 16 random bytes, base64url without padding (Kafka's Uuid format); one
-    # starting with '-' would read as an option, so draw again.
-    cid=-
+  if [ -f "$dir/data/meta.properties" ]; then
+    # Formatted before: keep the data (a restarted broker rejoins with its log), but not another cluster's.
+    cid=$(sed -n 's/^cluster\.id=//p' "$dir/data/meta.properties")
+    if [ -n "$KAFKA_CLUSTER_ID" ] && [ "$cid" != "$KAFKA_CLUSTER_ID" ]; then
+      die "kafka: $dir/data belongs to cluster $cid, not ACU_KAFKA_CLUSTER_ID=$KAFKA_CLUSTER_ID (servers.sh clean kafka)"
+    fi
+  else
+    # The given cluster id, or a random one: 16 random bytes, base64url without padding (Kafka's
+    # Uuid format); one starting with '-' would read as an option, so draw again. With static
+    # controller.quorum.voters, a plain format is all a multi-voter quorum needs.
+    cid=${KAFKA_CLUSTER_ID:--}
     while [[ "$cid" == -* ]]; do
       cid=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)
     done
@@ -298,6 +389,35 @@ kafka_start() {
 }
 
 # ---------------------------------------------------------------- Cassandra
+
+# JPMS: the list of conf/jvm17-server.options (Cassandra 5.0). Its tools (NodeTool, through `run
+# cassandra`) need these too: they touch the same JDK internals.
+CASSANDRA_JPMS=(
+  -Djdk.attach.allowAttachSelf=true
+  --add-exports java.base/jdk.internal.misc=ALL-UNNAMED
+  --add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED
+  --add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED
+  --add-exports java.rmi/sun.rmi.server=ALL-UNNAMED
+  --add-exports java.sql/java.sql=ALL-UNNAMED
+  --add-exports java.base/java.lang.ref=ALL-UNNAMED
+  --add-exports jdk.unsupported/sun.misc=ALL-UNNAMED
+  --add-exports jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED
+  --add-exports jdk.attach/sun.tools.attach=ALL-UNNAMED
+  --add-opens java.base/java.lang.module=ALL-UNNAMED
+  --add-opens java.base/jdk.internal.loader=ALL-UNNAMED
+  --add-opens java.base/jdk.internal.ref=ALL-UNNAMED
+  --add-opens java.base/jdk.internal.reflect=ALL-UNNAMED
+  --add-opens java.base/jdk.internal.math=ALL-UNNAMED
+  --add-opens java.base/jdk.internal.module=ALL-UNNAMED
+  --add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED
+  --add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED
+  --add-opens java.base/sun.nio.ch=ALL-UNNAMED
+  --add-opens java.base/java.io=ALL-UNNAMED
+  --add-opens java.base/java.lang.reflect=ALL-UNNAMED
+  --add-opens jdk.compiler/com.sun.tools.javac=ALL-UNNAMED
+  --add-opens java.base/java.lang=ALL-UNNAMED
+  --add-opens java.base/java.util=ALL-UNNAMED
+)
 
 # Probe: a real CQL round trip over native protocol v4 — STARTUP, then
 # SELECT release_version FROM system.local — printing the server version.
@@ -328,22 +448,51 @@ cassandra_ready() {
   grep -q 'Starting listening for CQL clients' "$(log_file cassandra)" 2>/dev/null && probe_cql >/dev/null
 }
 
+check_cassandra_env() {
+  if [ -n "$CASSANDRA_INITIAL_TOKEN" ] && ! [[ "$CASSANDRA_INITIAL_TOKEN" =~ ^-?[0-9]+$ ]]; then
+    die "ACU_CASSANDRA_INITIAL_TOKEN must be one Murmur3 token (a number), not '$CASSANDRA_INITIAL_TOKEN'"
+  fi
+  if [ -n "$CASSANDRA_JMX_PORT" ] && ! [[ "$CASSANDRA_JMX_PORT" =~ ^[1-9][0-9]*$ ]]; then
+    die "ACU_CASSANDRA_JMX_PORT must be a port number, not '$CASSANDRA_JMX_PORT'"
+  fi
+  [ -n "${CASSANDRA_SEEDS//[ ,]/}" ] || die "ACU_CASSANDRA_SEEDS is empty"
+  case "$CASSANDRA_UNSAFE_SYSTEM" in true | false) ;; *) die "ACU_CASSANDRA_UNSAFE_SYSTEM must be true or false, not '$CASSANDRA_UNSAFE_SYSTEM'" ;; esac
+}
+
+cassandra_seeds() { # ACU_CASSANDRA_SEEDS with the storage port added where an entry has none
+  local seed out=
+  local -a seeds
+  IFS=, read -r -a seeds <<<"$CASSANDRA_SEEDS"
+  for seed in "${seeds[@]}"; do
+    seed=${seed// /}
+    [ -n "$seed" ] || continue
+    [[ "$seed" == *:* ]] || seed="$seed:$CASSANDRA_STORAGE_PORT"
+    out="${out:+$out,}$seed"
+  done
+  echo "$out"
+}
+
 write_cassandra_config() {
-  local dir=$1
+  local dir=$1 token=${CASSANDRA_INITIAL_TOKEN:-0} bootstrap=
+  # A node given its token joins a ring being formed, its data empty: nothing to stream from anyone.
+  if [ -n "$CASSANDRA_INITIAL_TOKEN" ]; then bootstrap='auto_bootstrap: false'; fi
   mkdir -p "$dir/conf" "$dir/data" "$dir/logs" "$dir/triggers"
   cat >"$dir/conf/cassandra.yaml" <<EOF
-# Written by deploy/local/servers.sh: one Cassandra 5.0 node on $HOST, throwaway data.
+# Written by deploy/local/servers.sh: a Cassandra 5.0 node on $HOST, throwaway data.
 cluster_name: acu-local
 num_tokens: 1
-initial_token: 0
+initial_token: $token
+$bootstrap
 partitioner: org.apache.cassandra.dht.Murmur3Partitioner
 endpoint_snitch: SimpleSnitch
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
-      - seeds: "$HOST:$CASSANDRA_STORAGE_PORT"
+      - seeds: "$(cassandra_seeds)"
 listen_address: $HOST
+broadcast_address: $HOST
 rpc_address: $HOST
+broadcast_rpc_address: $HOST
 storage_port: $CASSANDRA_STORAGE_PORT
 start_native_transport: true
 native_transport_port: $CASSANDRA_PORT
@@ -392,10 +541,24 @@ EOF
 EOF
 }
 
+write_cassandra_tools_logback() { # the logging of Cassandra's tools: warnings, on stderr (logback's default is DEBUG on stdout)
+  mkdir -p "$1/conf"
+  cat >"$1/conf/tools-logback.xml" <<'EOF'
+<configuration scan="false">
+  <appender name="STDERR" class="ch.qos.logback.core.ConsoleAppender">
+    <target>System.err</target>
+    <encoder><pattern>%-5level %date{ISO8601} %logger{1} - %msg%n</pattern></encoder>
+  </appender>
+  <root level="WARN"><appender-ref ref="STDERR"/></root>
+</configuration>
+EOF
+}
+
 cassandra_start() {
   local dir="$STATE/cassandra" cp jamm jar pid
   if pid=$(pid_of cassandra); then say "cassandra: already running (pid $pid)"; return 0; fi
-  ports_free cassandra "$CASSANDRA_PORT" "$CASSANDRA_STORAGE_PORT"
+  check_cassandra_env
+  ports_free cassandra "$CASSANDRA_PORT" "$CASSANDRA_STORAGE_PORT" ${CASSANDRA_JMX_PORT:+"$CASSANDRA_JMX_PORT"}
   cp=$(classpath cassandra)
   write_cassandra_config "$dir"
   # Cassandra measures objects with jamm, loaded as a Java agent as bin/cassandra does.
@@ -408,6 +571,22 @@ cassandra_start() {
     if [[ "$jar" =~ /jamm-[0-9.]+\.jar$ ]]; then jamm=$jar; break; fi
   done
   [ -n "$jamm" ] || die "cassandra: jamm not on the classpath"
+  local -a extra=()
+  if [ -n "$CASSANDRA_JMX_PORT" ]; then
+    # The JDK's own JMX agent, because it can bind to one address (Cassandra 5.0's own JMX server
+    # binds to 127.0.0.1 or to every address); Cassandra then leaves JMX to it. The registry and
+    # the RMI objects share the one port, and the stubs name ACU_HOST. (The agent also opens its
+    # local-only connector, for jconsole and jcmd on this machine: an ephemeral port on every
+    # address, refusing non-local clients; no setting binds it to one address.)
+    extra+=("-Dcom.sun.management.jmxremote.port=$CASSANDRA_JMX_PORT"
+      "-Dcom.sun.management.jmxremote.rmi.port=$CASSANDRA_JMX_PORT"
+      "-Dcom.sun.management.jmxremote.host=$HOST" "-Djava.rmi.server.hostname=$HOST"
+      -Dcom.sun.management.jmxremote.authenticate=false -Dcom.sun.management.jmxremote.ssl=false)
+  fi
+  if [ -n "$CASSANDRA_INITIAL_TOKEN" ]; then
+    # Nodes of a new ring, started together: none waits for another's range movement to finish.
+    extra+=(-Dcassandra.consistent.rangemovement=false)
+  fi
   # -Xms is kept small on purpose: CassandraDaemon always calls mlockall(MCL_CURRENT), which for
   # root (CAP_IPC_LOCK ignores RLIMIT_MEMLOCK) pins every page committed at that moment: with
   # -Xms equal to -Xmx the whole heap would be resident from the start.
@@ -416,31 +595,7 @@ cassandra_start() {
     -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1 -XX:MaxGCPauseMillis=300 \
     -XX:+UseTLAB -XX:+ResizeTLAB -XX:+ExitOnOutOfMemoryError \
     -Djava.net.preferIPv4Stack=true -Djava.awt.headless=true \
-    `# JPMS: the list of conf/jvm17-server.options (Cassandra 5.0)` \
-    -Djdk.attach.allowAttachSelf=true \
-    --add-exports java.base/jdk.internal.misc=ALL-UNNAMED \
-    --add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED \
-    --add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED \
-    --add-exports java.rmi/sun.rmi.server=ALL-UNNAMED \
-    --add-exports java.sql/java.sql=ALL-UNNAMED \
-    --add-exports java.base/java.lang.ref=ALL-UNNAMED \
-    --add-exports jdk.unsupported/sun.misc=ALL-UNNAMED \
-    --add-exports jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED \
-    --add-exports jdk.attach/sun.tools.attach=ALL-UNNAMED \
-    --add-opens java.base/java.lang.module=ALL-UNNAMED \
-    --add-opens java.base/jdk.internal.loader=ALL-UNNAMED \
-    --add-opens java.base/jdk.internal.ref=ALL-UNNAMED \
-    --add-opens java.base/jdk.internal.reflect=ALL-UNNAMED \
-    --add-opens java.base/jdk.internal.math=ALL-UNNAMED \
-    --add-opens java.base/jdk.internal.module=ALL-UNNAMED \
-    --add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED \
-    --add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED \
-    --add-opens java.base/sun.nio.ch=ALL-UNNAMED \
-    --add-opens java.base/java.io=ALL-UNNAMED \
-    --add-opens java.base/java.lang.reflect=ALL-UNNAMED \
-    --add-opens jdk.compiler/com.sun.tools.javac=ALL-UNNAMED \
-    --add-opens java.base/java.lang=ALL-UNNAMED \
-    --add-opens java.base/java.util=ALL-UNNAMED \
+    "${CASSANDRA_JPMS[@]}" \
     -Dio.netty.tryReflectionSetAccessible=true \
     -Dio.netty.allocator.useCacheForAllThreads=true -Dio.netty.allocator.maxOrder=11 \
     "-javaagent:$jamm" \
@@ -450,11 +605,13 @@ cassandra_start() {
     "-Dcassandra.storagedir=$dir/data" "-Dcassandra.logdir=$dir/logs" "-Dcassandra.triggers_dir=$dir/triggers" \
     -Dcassandra-foreground=yes \
     `# start-up shortcuts of Cassandra's own tests: one node, nothing to wait for; no fsync` \
+    `# (no fsync loses nothing when only the process dies; unsafesystem does, see the header)` \
     -Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=1000 \
-    -Dcassandra.unsafesystem=true -Dcassandra.skip_sync=true \
+    "-Dcassandra.unsafesystem=$CASSANDRA_UNSAFE_SYSTEM" -Dcassandra.skip_sync=true \
     -Dcassandra.superuser_setup_delay_ms=0 -Dcassandra.test.ignore_sigar=true \
     -Dcassandra.memtable_row_overhead_computation_step=100 \
     -Dchronicle.analytics.disable=true \
+    ${extra[@]+"${extra[@]}"} \
     -cp "$cp" "$CASSANDRA_MAIN"
 }
 
@@ -553,14 +710,15 @@ clean() {
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
-  start)
+  start | launch)
     [ $# -eq 1 ] || usage
     check_java
+    check_cgroup
     mkdir -p "$STATE"
     # Launch everything first (Cassandra, the slower, first), then wait for all of it together.
     for n in $(names "$1"); do "${n}_start"; done
     # shellcheck disable=SC2046
-    wait_ready $(names "$1")
+    if [ "$cmd" = start ]; then wait_ready $(names "$1"); fi
     ;;
   stop)
     [ $# -eq 1 ] || usage
@@ -597,7 +755,9 @@ case "$cmd" in
       write_kafka_tools_log4j "$STATE/kafka"
       exec "$JAVA" -Xmx256m "-Dlog4j2.configurationFile=$STATE/kafka/conf/tools-log4j2.xml" -cp "$cp" "$cls" "$@"
     fi
-    exec "$JAVA" -Xmx256m -cp "$cp" "$cls" "$@"
+    write_cassandra_tools_logback "$STATE/cassandra"
+    exec "$JAVA" -Xmx256m "${CASSANDRA_JPMS[@]}" "-Dlogback.configurationFile=$STATE/cassandra/conf/tools-logback.xml" \
+      -cp "$cp" "$cls" "$@"
     ;;
   clean)
     [ $# -le 1 ] || usage
