@@ -87,7 +87,13 @@ func CreateTopics(ctx context.Context, brokers []string, partitions int32, rf in
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
 	for _, topic := range []string{ingest.ResultsTopic, ingest.DLQTopic} {
-		r, err := adm.CreateTopic(ctx, partitions, rf, ingest.TopicConfigs(topic == ingest.DLQTopic), topic)
+		configs := ingest.TopicConfigs(topic == ingest.DLQTopic)
+		if rf >= 3 {
+			// acks=all then survives one broker down and never acknowledges a
+			// write held by a single replica.
+			configs["min.insync.replicas"] = kadm.StringPtr("2")
+		}
+		r, err := adm.CreateTopic(ctx, partitions, rf, configs, topic)
 		if err == nil {
 			err = r.Err
 		}
