@@ -21,6 +21,7 @@ import (
 	uiconfig "github.com/temporalio/ui-server/v2/server/config"
 	uiserveroptions "github.com/temporalio/ui-server/v2/server/server_options"
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
 	sdkclient "go.temporal.io/sdk/client"
@@ -49,11 +50,8 @@ const (
 	// temporalVisibilityDBFileName is the SQLite file of the visibility
 	// store inside DataDir.
 	temporalVisibilityDBFileName = "visibility.db"
-	// temporalStoreName and temporalVisibilityStoreName name the SQLite data
-	// stores of execution and visibility persistence.
-	temporalStoreName           = "sqlite-default"
-	temporalVisibilityStoreName = "sqlite-visibility"
-	// temporalRetention is the workflow retention of the namespace we register.
+	// temporalRetention is the default workflow retention of the namespace
+	// we register.
 	temporalRetention = 24 * time.Hour
 	// temporalStartTimeout bounds StartTemporal when ctx has no earlier deadline.
 	temporalStartTimeout = 2 * time.Minute
@@ -77,16 +75,35 @@ type TemporalOptions struct {
 	UIAddr string
 	// Namespace is registered at start; empty means "default".
 	Namespace string
-	// DataDir selects persistence: empty keeps everything in an in-memory
-	// SQLite database that vanishes with the process; otherwise the server
-	// uses the SQLite file DataDir/temporal.db (the directory is created if
-	// needed, the schema only when the file is new).
+	// DataDir selects SQLite persistence: empty keeps everything in an
+	// in-memory SQLite database that vanishes with the process; otherwise
+	// the server uses the SQLite file DataDir/temporal.db (the directory is
+	// created if needed, the schema only when the file is new). Must be
+	// empty with Postgres.
 	DataDir string
+	// Postgres, when not nil, keeps execution and visibility in PostgreSQL
+	// instead of SQLite: the databases are created and brought to the
+	// schema version of this server at every start, and the namespace is
+	// registered through the API (see TemporalPostgres). Default nil.
+	Postgres *TemporalPostgres
+	// HistoryShards is the number of history shards; zero means 1. The
+	// count is fixed when the persistence is first used: a later start with
+	// another count fails.
+	HistoryShards int32
+	// Retention is the workflow retention Namespace gets when StartTemporal
+	// registers it; zero means 24 hours. An existing namespace keeps its
+	// own.
+	Retention time.Duration
+	// HistoryPort, MatchingPort and WorkerPort are the gRPC ports of the
+	// internal services, on the host of FrontendAddr; zero (the default)
+	// picks free ports.
+	HistoryPort, MatchingPort, WorkerPort int
 	// SearchAttributes are custom search attributes registered on Namespace
 	// at start, e.g. {"StudentId": Keyword, "Metric": Double}. Registration
 	// is idempotent; an existing attribute with another type is an error.
-	// SQLite visibility has a fixed number of slots per type: 10 Keyword and
-	// 3 each of Text, Int, Double, Bool, Datetime and KeywordList.
+	// SQL visibility (SQLite and PostgreSQL) has a fixed number of slots per
+	// type: 10 Keyword and 3 each of Text, Int, Double, Bool, Datetime and
+	// KeywordList.
 	SearchAttributes map[string]enumspb.IndexedValueType
 	// Logger receives server, SDK-client and UI-startup logs at Warn level and
 	// above (the Temporal server is very chatty below Warn); nil discards.
@@ -124,6 +141,18 @@ func StartTemporal(ctx context.Context, o TemporalOptions) (*Temporal, error) {
 	if o.FrontendAddr == "" {
 		o.FrontendAddr = "127.0.0.1:7233"
 	}
+	if o.Retention == 0 {
+		o.Retention = temporalRetention
+	}
+	if o.HistoryShards == 0 {
+		o.HistoryShards = 1
+	}
+	switch {
+	case o.Postgres != nil && o.DataDir != "":
+		return nil, fmt.Errorf("temporal: DataDir (SQLite) and Postgres are exclusive")
+	case o.HistoryShards < 0 || o.Retention < 0:
+		return nil, fmt.Errorf("temporal: negative history shards or retention")
+	}
 
 	// Resolve and check all addresses before doing any expensive work.
 	ip, frontendPort, err := temporalResolveAddr(o.FrontendAddr)
@@ -141,9 +170,9 @@ func StartTemporal(ctx context.Context, o TemporalOptions) (*Temporal, error) {
 	// all listeners open until every port is chosen so they are distinct.
 	ports, err := temporalReservePorts([]temporalPortReq{
 		{"frontend gRPC", ip, frontendPort},
-		{"history gRPC", ip, 0},
-		{"matching gRPC", ip, 0},
-		{"worker gRPC", ip, 0},
+		{"history gRPC", ip, o.HistoryPort},
+		{"matching gRPC", ip, o.MatchingPort},
+		{"worker gRPC", ip, o.WorkerPort},
 		{"UI HTTP", uiIP, uiPort}, // skipped when uiIP is empty
 	})
 	if err != nil {
@@ -165,7 +194,7 @@ func StartTemporal(ctx context.Context, o TemporalOptions) (*Temporal, error) {
 	if err := t.startServer(ctx, ip, ports[:4], o, logger); err != nil {
 		return nil, errors.Join(err, t.Stop())
 	}
-	if err := temporalSetup(ctx, t.frontendAddr, o.Namespace, o.SearchAttributes, logger); err != nil {
+	if err := temporalSetup(ctx, t.frontendAddr, o.Namespace, o.Retention, o.SearchAttributes, logger); err != nil {
 		return nil, errors.Join(err, t.Stop())
 	}
 	if t.ui != nil {
@@ -179,13 +208,18 @@ func StartTemporal(ctx context.Context, o TemporalOptions) (*Temporal, error) {
 // startServer prepares persistence and starts the Temporal services on ip;
 // ports holds the gRPC ports of frontend, history, matching and worker.
 func (t *Temporal) startServer(ctx context.Context, ip string, ports []int, o TemporalOptions, logger *slog.Logger) error {
-	sqlConf, visConf, tempDir, err := temporalSQLConfig(o)
-	t.tempDir = tempDir
+	var sqlConf, visConf *config.SQL
+	var err error
+	if o.Postgres != nil {
+		sqlConf, visConf, err = temporalPostgresConfig(ctx, *o.Postgres, temporalServerLogger{l: logger})
+	} else {
+		sqlConf, visConf, t.tempDir, err = temporalSQLConfig(o)
+	}
 	if err != nil {
 		return err
 	}
 	server, err := temporal.NewServer(
-		temporal.WithConfig(temporalServerConfig(ip, ports, sqlConf, visConf)),
+		temporal.WithConfig(temporalServerConfig(ip, ports, o.HistoryShards, sqlConf, visConf)),
 		temporal.ForServices(temporal.DefaultServices),
 		temporal.WithStaticHosts(temporalStaticHosts(ip, ports)),
 		temporal.WithLogger(temporalServerLogger{l: logger}),
@@ -376,6 +410,7 @@ func temporalSQLConfig(o TemporalOptions) (exec, vis *config.SQL, tempDir string
 	if err != nil {
 		return nil, nil, tempDir, fmt.Errorf("namespace %q config: %w", o.Namespace, err)
 	}
+	ns.Detail.Config.Retention = durationpb.New(o.Retention)
 	if err := sqliteschema.CreateNamespaces(exec, ns); err != nil {
 		return nil, nil, tempDir, fmt.Errorf("pre-register namespace %q: %w", o.Namespace, err)
 	}
@@ -488,18 +523,21 @@ func temporalTrimVisibility(path string, searchAttrs map[string]enumspb.IndexedV
 // the gRPC ports of frontend, history, matching and worker, in that order.
 // The frontend HTTP API, metrics, pprof and ringpop membership are all left
 // disabled so that the server opens no ports besides those four.
-func temporalServerConfig(ip string, ports []int, sqlConf, visConf *config.SQL) *config.Config {
+func temporalServerConfig(ip string, ports []int, shards int32, sqlConf, visConf *config.SQL) *config.Config {
 	frontendAddr := net.JoinHostPort(ip, strconv.Itoa(ports[0]))
 	conf := &config.Config{}
 	conf.Global.Membership.MaxJoinDuration = 30 * time.Second
 	conf.Global.Membership.BroadcastAddress = ip
 
-	conf.Persistence.DefaultStore = temporalStoreName
-	conf.Persistence.VisibilityStore = temporalVisibilityStoreName
-	conf.Persistence.NumHistoryShards = 1
+	// The data stores are named after the plugin: "sqlite-default",
+	// "postgres12-visibility".
+	store, visStore := sqlConf.PluginName+"-default", visConf.PluginName+"-visibility"
+	conf.Persistence.DefaultStore = store
+	conf.Persistence.VisibilityStore = visStore
+	conf.Persistence.NumHistoryShards = shards
 	conf.Persistence.DataStores = map[string]config.DataStore{
-		temporalStoreName:           {SQL: sqlConf},
-		temporalVisibilityStoreName: {SQL: visConf},
+		store:    {SQL: sqlConf},
+		visStore: {SQL: visConf},
 	}
 
 	conf.ClusterMetadata = &cluster.Config{
@@ -611,6 +649,7 @@ func temporalStartServer(ctx context.Context, server temporal.Server) error {
 func temporalSetup(
 	ctx context.Context,
 	frontendAddr, namespace string,
+	retention time.Duration,
 	searchAttrs map[string]enumspb.IndexedValueType,
 	logger *slog.Logger,
 ) error {
@@ -638,15 +677,16 @@ func temporalSetup(
 	}
 	defer c.Close()
 
-	if err := temporalEnsureNamespace(ctx, c, namespace); err != nil {
+	if err := temporalEnsureNamespace(ctx, c, namespace, retention); err != nil {
 		return err
 	}
 	return temporalEnsureSearchAttributes(ctx, c, namespace, searchAttrs)
 }
 
-// temporalEnsureNamespace registers the namespace unless it already exists
-// and waits until the frontend can describe it.
-func temporalEnsureNamespace(ctx context.Context, c sdkclient.Client, namespace string) error {
+// temporalEnsureNamespace registers the namespace, with the workflow
+// retention given, unless it already exists, and waits until the frontend
+// can describe it.
+func temporalEnsureNamespace(ctx context.Context, c sdkclient.Client, namespace string, retention time.Duration) error {
 	ws := c.WorkflowService()
 	_, err := ws.DescribeNamespace(ctx, &workflowservice.DescribeNamespaceRequest{Namespace: namespace})
 	var notFound *serviceerror.NamespaceNotFound
@@ -658,14 +698,21 @@ func temporalEnsureNamespace(ctx context.Context, c sdkclient.Client, namespace 
 	}
 	_, err = ws.RegisterNamespace(ctx, &workflowservice.RegisterNamespaceRequest{
 		Namespace:                        namespace,
-		WorkflowExecutionRetentionPeriod: durationpb.New(temporalRetention),
+		WorkflowExecutionRetentionPeriod: durationpb.New(retention),
 	})
 	var exists *serviceerror.NamespaceAlreadyExists
 	if err != nil && !errors.As(err, &exists) {
 		return fmt.Errorf("register namespace %q: %w", namespace, err)
 	}
+	// DescribeNamespace reads the database. Most other calls look the
+	// namespace up in the frontend's namespace cache, which remembers a
+	// miss for a second (our DescribeNamespace above was one): wait for
+	// ListSearchAttributes, one of those, too.
 	return temporalPoll(ctx, "namespace "+namespace+" to be registered", func() error {
-		_, err := ws.DescribeNamespace(ctx, &workflowservice.DescribeNamespaceRequest{Namespace: namespace})
+		if _, err := ws.DescribeNamespace(ctx, &workflowservice.DescribeNamespaceRequest{Namespace: namespace}); err != nil {
+			return err
+		}
+		_, err := c.OperatorService().ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: namespace})
 		return err
 	})
 }
