@@ -7,6 +7,7 @@
 package event
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -205,6 +206,12 @@ func number(v *fastjson.Value, field string, lo, hi float64) (float64, error) {
 		return 0, fieldErr(ReasonType, field, "must be a number")
 	}
 	f, err := v.Float64()
+	if raw := v.MarshalTo(nil); len(raw) > 15 || bytes.ContainsAny(raw, "eE") {
+		// fastjson scales an exponent or a long mantissa by a second
+		// rounding (0.57e2 reads as 56.99999999999999, below a threshold of
+		// 57 that it equals); the correctly rounded value decides the alert.
+		f, err = strconv.ParseFloat(string(raw), 64)
+	}
 	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
 		return 0, fieldErr(ReasonRange, field, "must be a finite number")
 	}

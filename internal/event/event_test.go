@@ -135,6 +135,15 @@ func TestParseAcceptsBoundsAndEscapes(t *testing.T) {
 			t.Errorf("%s: %v", v, err)
 		}
 	}
+	// A number is read as its correctly rounded value, exponent or not: a
+	// metric equal to the threshold passes it.
+	for text, want := range map[string]float64{"0.57e2": 57, "5.7E1": 57, "57.000000000000000000001": 57,
+		"0.1e1": 1, "123456789012345678e-16": 12.3456789012345678, "4.4e-322": 4.4e-322} {
+		r, err := event.Parse([]byte(`{"timestamp":0,"student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":` + text + `}`))
+		if err != nil || r.Metric != want {
+			t.Errorf("metric %s read as %v (%v), want %v", text, r.Metric, err, want)
+		}
+	}
 	r, _ := event.Parse([]byte(`{"event_id":"a\"b","timestamp":0,"student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":1}`))
 	if r.ID != `a"b` {
 		t.Fatalf("escaped event_id decoded as %q", r.ID)
