@@ -8,7 +8,7 @@ export GOTOOLCHAIN := local
 STATICCHECK_VERSION   := v0.8.2
 WORKFLOWCHECK_VERSION := v0.6.0
 
-.PHONY: test fast integration lint tools build bench bench-e2e run
+.PHONY: test fast integration chaos chaos-short lint tools build bench bench-e2e run
 
 ## test: lint, the fast suite, then the integration suite on real servers.
 test: lint fast integration
@@ -24,6 +24,18 @@ fast:
 ## Cassandra, the end-to-end scenario on both; Java 17 and Maven needed.
 integration:
 	bash scripts/integration.sh
+
+## chaos: the production topology on this machine (3 Cassandra, 3 Kafka,
+## 3 etcd, Temporal on PostgreSQL, 2 of each acu service) under a seeded
+## nemesis, then the checker (cmd/acu-chaos); root, Java 17 and Maven needed.
+DURATION ?= 30m
+SEED     ?= 0
+chaos:
+	bash scripts/chaos.sh --duration $(DURATION) --seed $(SEED)
+
+## chaos-short: the same with every kind of fault once (a few minutes).
+chaos-short:
+	bash scripts/chaos.sh --duration 0 --seed $(SEED)
 
 ## lint: gofmt, go vet, staticcheck and Temporal's workflowcheck.
 lint: tools

@@ -1,0 +1,117 @@
+package chaos
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Summary is the outcome of a run.
+type Summary struct {
+	Faults []Fault
+
+	Records    int // read back from the results topic
+	Valid      int // distinct valid results
+	Malformed  int // records that must be in the DLQ
+	Expected   int // deployments that must exist
+	Ambiguous  int // deployments that may exist (a threshold write in flight)
+	Delivered  int // Idempotency-Keys the patrol endpoint accepted
+	Redelivery int // accepted requests beyond the first per key (allowed: deduplicated by the key)
+	Probes     int // probe results judged right after a threshold write
+
+	// The broken promises; every one must be 0.
+	Lost       []string // deployments that must exist and were not delivered or not started
+	Extra      []string // deliveries or deployments nobody should have made
+	Doubled    []string // workflow IDs with more than one run
+	Stale      []string // probe results judged with a threshold older than the last returned write
+	Unarchived []string // distinct valid results missing from the archive
+	ExtraRows  []string // archive rows of no valid result, or more than one row per result
+	DLQMissing []string // malformed records not in the DLQ
+	DLQExtra   []string // DLQ records that are not malformed, or there twice
+	NotFinal   []string // deployments not in a final status (Temporal or the store)
+	Report     []string // differences between the analytics report and the oracle
+
+	Calm, Faulty []time.Duration // failure → patrol latency of results produced in calm and under faults
+	Quiesce      time.Duration
+}
+
+// Broken names the non-zero counts.
+func (s *Summary) Broken() []string {
+	var out []string
+	for _, c := range s.counts() {
+		if c.n > 0 {
+			out = append(out, fmt.Sprintf("%s %d", c.name, c.n))
+		}
+	}
+	return out
+}
+
+type count struct {
+	name    string
+	n       int
+	example []string
+}
+
+func (s *Summary) counts() []count {
+	return []count{
+		{"lost", len(s.Lost), s.Lost}, {"extra", len(s.Extra), s.Extra}, {"doubled", len(s.Doubled), s.Doubled},
+		{"stale", len(s.Stale), s.Stale}, {"unarchived", len(s.Unarchived), s.Unarchived},
+		{"extra-rows", len(s.ExtraRows), s.ExtraRows}, {"dlq-missing", len(s.DLQMissing), s.DLQMissing},
+		{"dlq-extra", len(s.DLQExtra), s.DLQExtra}, {"not-final", len(s.NotFinal), s.NotFinal},
+		{"report-diffs", len(s.Report), s.Report},
+	}
+}
+
+// Print writes the tables: faults with their healing times, records, the
+// broken-promise counts with examples, and latencies.
+func (s *Summary) Print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "fault\ttargets\thold\thealed in\terror")
+	for _, f := range s.Faults {
+		healed := "-"
+		if !f.Recovered.IsZero() && !f.Healed.IsZero() {
+			healed = f.Recovered.Sub(f.Healed).Round(100 * time.Millisecond).String()
+		}
+		e := ""
+		if f.Err != nil {
+			e = f.Err.Error()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", f.Kind, strings.Join(f.Targets, ","), f.Hold, healed, e)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "records\t%d\tdistinct valid\t%d\tmalformed\t%d\n", s.Records, s.Valid, s.Malformed)
+	fmt.Fprintf(tw, "deployments expected\t%d\tambiguous\t%d\tdelivered\t%d\n", s.Expected, s.Ambiguous, s.Delivered)
+	fmt.Fprintf(tw, "redeliveries (same key)\t%d\tprobe results\t%d\tquiesced in\t%s\n", s.Redelivery, s.Probes, s.Quiesce.Round(time.Second))
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "promise\tbroken\texamples")
+	for _, c := range s.counts() {
+		ex := c.example
+		if len(ex) > 3 {
+			ex = ex[:3]
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", c.name, c.n, strings.Join(ex, "; "))
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "failure → patrol latency (producer to patrol endpoint): calm %s; under faults %s\n",
+		Percentiles(s.Calm), Percentiles(s.Faulty))
+}
+
+// Percentiles renders the p50, p99 and max of ds.
+func Percentiles(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "n=0"
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	q := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
+	r := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
+	return fmt.Sprintf("n=%d p50 %s p99 %s max %s", len(s), r(q(0.50)), r(q(0.99)), r(s[len(s)-1]))
+}
