@@ -10,8 +10,9 @@ WORKFLOWCHECK_VERSION := v0.6.0
 
 .PHONY: test fast integration chaos chaos-short lint tools build bench bench-e2e run
 
-## test: lint, the fast suite, then the integration suite on real servers.
-test: lint fast integration
+## test: lint, the fast suite, the integration suite on real servers, then
+## the short fault schedule on the multi-node topology (every fault once).
+test: lint fast integration chaos-short
 
 ## fast: every in-process test with the race detector (the end-to-end test
 ## on the embedded dev stack included).

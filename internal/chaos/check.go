@@ -75,6 +75,7 @@ func Check(ctx context.Context, c *Cluster, w *Workload, patrol *PatrolEndpoint,
 			s.Faulty = append(s.Faulty, lat)
 		} else {
 			s.Calm = append(s.Calm, lat)
+			s.slowCalm = append(s.slowCalm, slow{key, e.Produced, lat})
 		}
 	}
 
@@ -137,35 +138,43 @@ func Check(ctx context.Context, c *Cluster, w *Workload, patrol *PatrolEndpoint,
 		}
 	}
 
-	// The DLQ: every malformed record, once; nothing else.
+	// The DLQ: every malformed record once per consumer group (both the
+	// alert service and the archiver reject it), nothing else.
 	dlq, err := ReadTopic(ctx, c.KafkaBrokers(), ingest.DLQTopic)
 	if err != nil {
 		return nil, fmt.Errorf("reading back %s: %w", ingest.DLQTopic, err)
 	}
 	malformed := o.Malformed()
 	s.Malformed = len(malformed)
+	groups := []string{ingest.AlertsGroup, ingest.ArchiveGroup}
 	want := map[string]bool{}
 	for _, r := range malformed {
-		want[fmt.Sprintf("%s/%d/%d", ingest.ResultsTopic, r.Partition, r.Offset)] = true
+		for _, g := range groups {
+			want[fmt.Sprintf("%s/%d/%d by %s", ingest.ResultsTopic, r.Partition, r.Offset, g)] = true
+		}
 	}
 	got := map[string]int{}
 	for _, r := range dlq {
-		src := ""
+		var src, group string
 		for _, h := range r.Headers {
-			if h.Key == "acu-source" {
+			switch h.Key {
+			case ingest.HeaderSource:
 				src = string(h.Value)
+			case ingest.HeaderGroup:
+				group = string(h.Value)
 			}
 		}
-		got[src]++
-		if !want[src] {
-			s.DLQExtra = append(s.DLQExtra, src+" (not malformed)")
-		} else if got[src] == 2 {
-			s.DLQExtra = append(s.DLQExtra, src+" (twice)")
+		k := src + " by " + group
+		got[k]++
+		if !want[k] {
+			s.DLQExtra = append(s.DLQExtra, k+" (not malformed)")
+		} else if got[k] == 2 {
+			s.DLQExtra = append(s.DLQExtra, k+" (twice)")
 		}
 	}
-	for src := range want {
-		if got[src] == 0 {
-			s.DLQMissing = append(s.DLQMissing, src)
+	for k := range want {
+		if got[k] == 0 {
+			s.DLQMissing = append(s.DLQMissing, k)
 		}
 	}
 

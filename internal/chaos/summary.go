@@ -36,6 +36,15 @@ type Summary struct {
 
 	Calm, Faulty []time.Duration // failure → patrol latency of results produced in calm and under faults
 	Quiesce      time.Duration
+
+	slowCalm []slow
+}
+
+// slow is one delivery's latency, to show the slowest calm ones.
+type slow struct {
+	key      string
+	produced time.Time
+	latency  time.Duration
 }
 
 // Broken names the non-zero counts.
@@ -102,6 +111,10 @@ func (s *Summary) Print(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "failure → patrol latency (producer to patrol endpoint): calm %s; under faults %s\n",
 		Percentiles(s.Calm), Percentiles(s.Faulty))
+	slices.SortFunc(s.slowCalm, func(a, b slow) int { return int(b.latency - a.latency) })
+	for _, x := range s.slowCalm[:min(5, len(s.slowCalm))] {
+		fmt.Fprintf(w, "  slow in calm: %s produced %s took %s\n", x.key, x.produced.UTC().Format("15:04:05.000"), x.latency.Round(time.Millisecond))
+	}
 }
 
 // Percentiles renders the p50, p99 and max of ds.
