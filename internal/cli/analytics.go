@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -24,6 +25,10 @@ func runAnalytics(ctx context.Context, args []string, env Env) error {
 	var cfg config.Config
 	var precision int
 	var asJSON bool
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		// acu analytics run --json: the flags may follow the subcommand.
+		args = append(append([]string(nil), args[1:]...), args[0])
+	}
 	fs, err := parse("analytics", args, env, &cfg, func(fs *flag.FlagSet) {
 		registerPrecision(fs, &precision)
 		fs.BoolVar(&asJSON, "json", false, "run: print the report document instead of tables")

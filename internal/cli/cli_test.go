@@ -42,6 +42,8 @@ func TestUsageErrors(t *testing.T) {
 		{"bad cron", []string{"setup", "--analytics-cron", "61 * * * *"}, 2, `minute field "61"`},
 		{"every and cron", []string{"setup", "--analytics-every", "1m", "--analytics-cron", "* * * * *"}, 2, "spec"},
 		{"analytics subcommand", []string{"analytics", "explode"}, 2, "unknown subcommand"},
+		{"analytics flags after the subcommand", []string{"analytics", "run", "--json", "--hotspot-precision", "0"}, 2, "--hotspot-precision must be"},
+		{"analytics flags before the subcommand", []string{"analytics", "--hotspot-precision", "13", "run"}, 2, "--hotspot-precision must be"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
