@@ -71,7 +71,7 @@ func Check(ctx context.Context, c *Cluster, w *Workload, patrol *PatrolEndpoint,
 			continue
 		}
 		lat := d.First.Sub(e.Produced)
-		if underFault(plan, e.Produced) {
+		if overlapsFault(plan, e.Produced, d.First) {
 			s.Faulty = append(s.Faulty, lat)
 		} else {
 			s.Calm = append(s.Calm, lat)
@@ -221,11 +221,16 @@ func Check(ctx context.Context, c *Cluster, w *Workload, patrol *PatrolEndpoint,
 	return s, nil
 }
 
-// underFault tells whether t falls between a fault's injection and the
-// system's recovery from it.
-func underFault(plan []Fault, t time.Time) bool {
+// overlapsFault tells whether any fault was on (from its injection to the
+// system's recovery from it) between a result's production and its
+// delivery: only a delivery with none is calm. A result produced just
+// before a fault and held up by it counts as under faults.
+func overlapsFault(plan []Fault, produced, delivered time.Time) bool {
 	for _, f := range plan {
-		if !f.Injected.IsZero() && !t.Before(f.Injected) && (f.Recovered.IsZero() || t.Before(f.Recovered)) {
+		if f.Injected.IsZero() || !f.Injected.Before(delivered) {
+			continue
+		}
+		if f.Recovered.IsZero() || produced.Before(f.Recovered) {
 			return true
 		}
 	}

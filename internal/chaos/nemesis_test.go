@@ -3,6 +3,7 @@ package chaos
 import (
 	"slices"
 	"testing"
+	"time"
 )
 
 // The short schedule has every kind of fault once, and a seed gives the same
@@ -56,5 +57,30 @@ func TestNodesHaveTheirOwnAddressAndCgroup(t *testing.T) {
 	}
 	if c.Node("kafka2").Addr != "127.0.3.12" {
 		t.Errorf("kafka2 on %s, want 127.0.3.12", c.Node("kafka2").Addr)
+	}
+}
+
+// A delivery is calm only when no fault was on between the result's
+// production and its delivery.
+func TestCalmMeansNoFaultBetweenProductionAndDelivery(t *testing.T) {
+	at := func(s int) time.Time { return time.Unix(int64(s), 0) }
+	plan := []Fault{{Injected: at(100), Recovered: at(130)}, {Injected: at(200)}}
+	for _, tc := range []struct {
+		produced, delivered int
+		fault               bool
+	}{
+		{10, 20, false},   // before every fault
+		{95, 99, false},   // delivered before the first injection
+		{95, 101, true},   // produced before, held up by the fault
+		{110, 115, true},  // inside
+		{129, 140, true},  // produced before the recovery
+		{130, 140, false}, // after the recovery
+		{150, 199, false}, // between the two
+		{190, 210, true},  // the second, never recovered
+		{250, 260, true},
+	} {
+		if got := overlapsFault(plan, at(tc.produced), at(tc.delivered)); got != tc.fault {
+			t.Errorf("produced %d delivered %d: under fault %v, want %v", tc.produced, tc.delivered, got, tc.fault)
+		}
 	}
 }

@@ -34,7 +34,9 @@ type Summary struct {
 	NotFinal   []string // deployments not in a final status (Temporal or the store)
 	Report     []string // differences between the analytics report and the oracle
 
-	Calm, Faulty []time.Duration // failure → patrol latency of results produced in calm and under faults
+	// Failure → patrol latency: Calm when no fault was on between the
+	// result's production and its delivery, Faulty otherwise.
+	Calm, Faulty []time.Duration
 	Quiesce      time.Duration
 
 	slowCalm []slow
@@ -109,7 +111,7 @@ func (s *Summary) Print(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "failure → patrol latency (producer to patrol endpoint): calm %s; under faults %s\n",
+	fmt.Fprintf(w, "failure → patrol latency (producer to patrol endpoint): calm (no fault between production and delivery) %s; under faults %s\n",
 		Percentiles(s.Calm), Percentiles(s.Faulty))
 	slices.SortFunc(s.slowCalm, func(a, b slow) int { return int(b.latency - a.latency) })
 	for _, x := range s.slowCalm[:min(5, len(s.slowCalm))] {
