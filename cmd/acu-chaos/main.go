@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -46,6 +47,7 @@ func run(args []string) error {
 	duration := fs.Duration("duration", 0, "length of the faulty part (0: every kind of fault once)")
 	rate := fs.Float64("rate", 20, "simulator results per second")
 	keep := fs.Bool("keep", false, "leave the topology running after run")
+	faults := fs.String("faults", "", "comma-separated kinds of fault to draw from (default: all: "+strings.Join(chaos.FaultKinds, ",")+")")
 	net := fs.Int("net", 0, "run on 127.0.NET.0/24 (two topologies side by side need two)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -80,7 +82,16 @@ func run(args []string) error {
 		if *seed == 0 {
 			*seed = uint64(time.Now().UnixNano() % 1_000_000)
 		}
-		_, err := chaos.Run(ctx, chaos.Options{Seed: *seed, Duration: *duration, Rate: *rate, Out: os.Stdout, Keep: *keep}, c)
+		var kinds []string
+		if *faults != "" {
+			kinds = strings.Split(*faults, ",")
+			for _, k := range kinds {
+				if !slices.Contains(chaos.FaultKinds, k) {
+					return fmt.Errorf("--faults: unknown kind %q (known: %s)", k, strings.Join(chaos.FaultKinds, ","))
+				}
+			}
+		}
+		_, err := chaos.Run(ctx, chaos.Options{Seed: *seed, Duration: *duration, Rate: *rate, Out: os.Stdout, Keep: *keep, Kinds: kinds}, c)
 		if err != nil {
 			return fmt.Errorf("%w (rerun with --seed %d)", err, *seed)
 		}

@@ -32,8 +32,12 @@ type Fault struct {
 	Targets []string      // node names (kills, partitions: first side)
 	Hold    time.Duration // how long it lasts
 
-	Injected, Healed, Recovered time.Time
-	Err                         error
+	// Injected: the fault began; Healed: its hold ended and healing began
+	// (a restart, rules removed); Back: the healing returned (a restarted
+	// node answers its readiness check); Recovered: both consumer groups
+	// caught up.
+	Injected, Healed, Back, Recovered time.Time
+	Err                               error
 }
 
 func (f Fault) String() string {
@@ -41,18 +45,22 @@ func (f Fault) String() string {
 }
 
 // Plan draws n faults from seed: every kind once in a seeded order, then
-// kinds drawn at random.
-func Plan(c *Cluster, seed uint64, n int) []Fault {
+// kinds drawn at random. only restricts the kinds (none: FaultKinds).
+func Plan(c *Cluster, seed uint64, n int, only ...string) []Fault {
+	all := FaultKinds
+	if len(only) > 0 {
+		all = only
+	}
 	rng := rand.New(rand.NewPCG(seed, 0xac0))
 	pick := func(k Kind) string {
 		ns := c.Of(k)
 		return ns[rng.IntN(len(ns))].Name
 	}
 	hold := func() time.Duration { return time.Duration(10+rng.IntN(16)) * time.Second }
-	kinds := append([]string(nil), FaultKinds...)
+	kinds := append([]string(nil), all...)
 	rng.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
 	for len(kinds) < n {
-		kinds = append(kinds, FaultKinds[rng.IntN(len(FaultKinds))])
+		kinds = append(kinds, all[rng.IntN(len(all))])
 	}
 	var plan []Fault
 	for _, k := range kinds[:max(n, 0)] {

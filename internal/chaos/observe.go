@@ -201,3 +201,39 @@ func waitFor(ctx context.Context, timeout, every time.Duration, cond func(contex
 		}
 	}
 }
+
+// Evidence is what an operator would look at when the consumers do not
+// catch up: each group's lag per partition with the member holding it, and
+// the end of every acu service's log. A failed run prints it, so that a
+// run nobody watched (CI) still says where it stood.
+func Evidence(ctx context.Context, c *Cluster, adm *kadm.Client) string {
+	var b strings.Builder
+	lags, err := adm.Lag(ctx, ingest.AlertsGroup, ingest.ArchiveGroup)
+	if err != nil {
+		fmt.Fprintf(&b, "lag: %v\n", err)
+	}
+	for _, g := range []string{ingest.AlertsGroup, ingest.ArchiveGroup} {
+		l, ok := lags[g]
+		if !ok {
+			continue
+		}
+		fmt.Fprintf(&b, "group %s (state %s):\n", g, l.State)
+		for _, ml := range l.Lag.Sorted() {
+			member := "(none)"
+			if ml.Member != nil {
+				member = ml.Member.ClientHost + " " + ml.Member.MemberID
+			}
+			fmt.Fprintf(&b, "  %s/%d lag %d commit %d end %d member %s", ml.Topic, ml.Partition, ml.Lag, ml.Commit.At, ml.End.Offset, member)
+			if ml.Err != nil {
+				fmt.Fprintf(&b, " err %v", ml.Err)
+			}
+			b.WriteByte('\n')
+		}
+	}
+	for _, k := range []Kind{Ingest, Archive, Worker} {
+		for _, n := range c.Of(k) {
+			fmt.Fprintf(&b, "--- %s (%s), end of its log:\n%s\n", n.Name, n.Addr, n.Tail(25))
+		}
+	}
+	return b.String()
+}

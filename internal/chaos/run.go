@@ -25,6 +25,8 @@ type Options struct {
 	Rate     float64 // simulator results per second
 	Out      io.Writer
 	Keep     bool // leave the topology running after the run
+	// Kinds restricts the schedule to these kinds of fault (nil: all).
+	Kinds []string
 }
 
 // Calm stretches around the faults: the first measures calm latency.
@@ -100,12 +102,16 @@ func (c *Cluster) acuOutput(ctx context.Context, args ...string) ([]byte, error)
 // outcome and tears everything down. The summary is printed to o.Out; the
 // error says whether any promise was broken.
 func Run(ctx context.Context, o Options, c *Cluster) (sum *Summary, err error) {
-	faults := len(FaultKinds)
+	kinds := o.Kinds
+	if len(kinds) == 0 {
+		kinds = FaultKinds
+	}
+	faults := len(kinds)
 	if o.Duration > 0 {
 		// A fault takes on average its hold (17.5 s), its recovery and a gap.
 		faults = max(faults, int(o.Duration/(40*time.Second)))
 	}
-	plan := Plan(c, o.Seed, faults)
+	plan := Plan(c, o.Seed, faults, kinds...)
 	fmt.Fprintf(o.Out, "chaos: seed %d, %d faults, simulator at %.0f results/s; schedule:\n", o.Seed, len(plan), o.Rate)
 	for i, f := range plan {
 		fmt.Fprintf(o.Out, "  %2d  %s\n", i+1, f)
@@ -201,6 +207,7 @@ func (m *Nemesis) RunPlan(ctx context.Context, plan []Fault, out io.Writer) erro
 		hctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		err = heal(hctx)
 		cancel()
+		f.Back = time.Now()
 		if err != nil {
 			f.Err = err
 			return fmt.Errorf("healing %s: %w", f, err)
@@ -221,9 +228,13 @@ func (m *Nemesis) RunPlan(ctx context.Context, plan []Fault, out io.Writer) erro
 		f.Recovered = time.Now()
 		if err != nil {
 			f.Err = err
+			ectx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			fmt.Fprintf(out, "chaos: the consumers did not catch up; where they stand:\n%s", Evidence(ectx, m.C, adm))
+			cancel()
 			return fmt.Errorf("after %s: the consumers did not catch up: %w", f, err)
 		}
-		fmt.Fprintf(out, "  %s  healed in %s\n", time.Now().UTC().Format("15:04:05"), f.Recovered.Sub(f.Healed).Round(100*time.Millisecond))
+		fmt.Fprintf(out, "  %s  back in %s, caught up %s later\n", time.Now().UTC().Format("15:04:05"),
+			f.Back.Sub(f.Healed).Round(100*time.Millisecond), f.Recovered.Sub(f.Back).Round(100*time.Millisecond))
 		if err := pause(calmGap); err != nil {
 			return err
 		}

@@ -80,17 +80,19 @@ func (s *Summary) counts() []count {
 // broken-promise counts with examples, and latencies.
 func (s *Summary) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "fault\ttargets\thold\thealed in\terror")
-	for _, f := range s.Faults {
-		healed := "-"
-		if !f.Recovered.IsZero() && !f.Healed.IsZero() {
-			healed = f.Recovered.Sub(f.Healed).Round(100 * time.Millisecond).String()
+	fmt.Fprintln(tw, "fault\ttargets\thold\tback in\tcaught up in\terror")
+	since := func(later, earlier time.Time) string {
+		if later.IsZero() || earlier.IsZero() {
+			return "-"
 		}
+		return later.Sub(earlier).Round(100 * time.Millisecond).String()
+	}
+	for _, f := range s.Faults {
 		e := ""
 		if f.Err != nil {
 			e = f.Err.Error()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", f.Kind, strings.Join(f.Targets, ","), f.Hold, healed, e)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", f.Kind, strings.Join(f.Targets, ","), f.Hold, since(f.Back, f.Healed), since(f.Recovered, f.Back), e)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
