@@ -9,10 +9,15 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -315,4 +320,109 @@ func recordJSON(t *testing.T, eventID string) []byte {
 		t.Fatalf("test record %s is invalid: %v", v, err)
 	}
 	return v
+}
+
+// TestStaticMemberRestartAgainstRealKafka: an archiver with an instance ID
+// that is SIGKILLed and restarted under the same ID takes its partitions
+// back at once: the records produced meanwhile are consumed before the dead
+// member's session could have expired, and the other member's assignment
+// does not change (no rebalance). A dynamic member would hold the group
+// until its session timed out.
+func TestStaticMemberRestartAgainstRealKafka(t *testing.T) {
+	t.Parallel()
+	e := newKenv(t)
+	group := e.group(t)
+	w := &memWriter{rows: map[string]event.Result{}}
+	archive := func(m *metrics.Metrics) ingest.Handler { return ingest.NewArchive(w, m) }
+	static := func(id string) func(*ingest.ConsumerConfig) {
+		return func(c *ingest.ConsumerConfig) { c.InstanceID = id }
+	}
+	// A runs in a process of its own, so that it can die as a crash does.
+	a := exec.Command(os.Args[0], "-test.run=^TestHelperStaticArchiver$", "-test.v")
+	a.Env = append(os.Environ(), "ACU_IT_HELPER_GROUP="+group, "ACU_IT_HELPER_TOPIC="+e.topic,
+		"ACU_IT_HELPER_DLQ="+e.dlq, "ACU_IT_HELPER_INSTANCE=archive-a")
+	var aOut lockedBuffer
+	a.Stdout, a.Stderr = &aOut, &aOut
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = a.Process.Kill()
+		_ = a.Wait()
+	})
+	var bLog lockedBuffer // B's own account of its assignments
+	e.run(t, group, "it-static-B", archive, static("archive-b"), func(c *ingest.ConsumerConfig) {
+		c.Logger = slog.New(slog.NewTextHandler(&bLog, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	var before map[string][]int32
+	testkit.Eventually(t, 60*time.Second, func() bool {
+		m, stable, err := e.members(group)
+		before = m
+		return err == nil && stable && len(m["it-static-A"]) > 0 && len(m["it-static-B"]) > 0
+	}, func() string {
+		return fmt.Sprintf("group %s: members %v; A's output:\n%s", group, before, aOut.String())
+	})
+
+	settled := len(bLog.String())
+	if err := a.Process.Kill(); err != nil { // SIGKILL: no leave, no last commit
+		t.Fatal(err)
+	}
+	_ = a.Wait()
+	died := time.Now()
+	d := newDataset(t, "t7", 120, 0, 0)
+	e.produce(t, d.recs)
+	e.run(t, group, "it-static-A2", archive, static("archive-a"))
+	e.waitCommittedAtEnd(t, group, 60*time.Second)
+	if took := time.Since(died); took >= ingest.SessionTimeout {
+		t.Errorf("the records were consumed %s after A died: not before its session (%s) expired", took, ingest.SessionTimeout)
+	}
+	for _, l := range strings.Split(bLog.String()[settled:], "\n") {
+		changed := strings.Contains(l, "partitions assigned") || strings.Contains(l, "partitions revoked")
+		if changed && !strings.Contains(l, "partitions=map[]") {
+			t.Errorf("B's assignment changed while A was down and back (a rebalance): %s", l)
+		}
+	}
+	rows := w.snapshot()
+	for id := range d.valid {
+		if _, ok := rows[id]; !ok {
+			t.Errorf("result %s not archived", id)
+		}
+	}
+}
+
+// TestHelperStaticArchiver is the process TestStaticMemberRestartAgainstRealKafka
+// kills: an archiver of the group it is given, until it is killed.
+func TestHelperStaticArchiver(t *testing.T) {
+	group := os.Getenv("ACU_IT_HELPER_GROUP")
+	if group == "" {
+		t.Skip("the helper process of TestStaticMemberRestartAgainstRealKafka")
+	}
+	m := metrics.New()
+	cons, err := ingest.NewConsumer(ingest.ConsumerConfig{
+		Brokers: brokers(t), Group: group, Topic: os.Getenv("ACU_IT_HELPER_TOPIC"), DLQTopic: os.Getenv("ACU_IT_HELPER_DLQ"),
+		InstanceID: os.Getenv("ACU_IT_HELPER_INSTANCE"), Logger: testkit.Logger(t, slog.LevelInfo), Metrics: m,
+		ExtraOpts: []kgo.Opt{kgo.ClientID("it-static-A"), kgo.FetchMaxWait(100 * time.Millisecond)},
+	}, ingest.NewArchive(&memWriter{rows: map[string]event.Result{}}, m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Fatal(cons.Run(context.Background())) // returns only on error
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

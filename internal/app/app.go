@@ -225,7 +225,7 @@ func Archive(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metri
 }
 
 func consumerConfig(cfg *config.Config, group string, log *slog.Logger, m *metrics.Metrics, extra []ingest.ConsumerOption) ingest.ConsumerConfig {
-	cc := ingest.ConsumerConfig{Brokers: cfg.KafkaBrokers(), Group: group, Logger: log.With("service", group), Metrics: m}
+	cc := ingest.ConsumerConfig{Brokers: cfg.KafkaBrokers(), Group: group, InstanceID: cfg.KafkaInstanceID, Logger: log.With("service", group), Metrics: m}
 	for _, o := range extra {
 		o(&cc)
 	}

@@ -246,7 +246,10 @@ func (n *Node) command() (string, []string, []string) {
 			"--address", n.Addr, "--frontend-port", "7233", "--ui-port", "8233", "--namespace", "default",
 			"--retention", "72h"}, nil
 	case Ingest, Archive, Worker:
-		return acu, []string{string(n.Kind)}, append(n.c.AcuEnv(), "ACU_HTTP="+n.Addr+":8080")
+		// Each process is a host of its own: its name is its static
+		// member ID in the consumer groups, so a restart takes its
+		// partitions back without waiting for its old session to expire.
+		return acu, []string{string(n.Kind)}, append(n.c.AcuEnv(), "ACU_HTTP="+n.Addr+":8080", "ACU_KAFKA_INSTANCE_ID="+n.Name)
 	}
 	panic("no command for " + n.Name)
 }

@@ -23,6 +23,11 @@ import (
 type Config struct {
 	// Kafka is the comma-separated seed brokers; default 127.0.0.1:9092.
 	Kafka string
+	// KafkaInstanceID makes the process a static member of its consumer
+	// groups (Kafka's group.instance.id); default empty: dynamic. It must
+	// be unique among the processes of one service and stable across
+	// restarts of the same one (a host or StatefulSet pod name).
+	KafkaInstanceID string
 	// Etcd is the comma-separated etcd endpoints; default 127.0.0.1:2379.
 	Etcd string
 	// EtcdPrefix prefixes every etcd key; default "/acu/". It must start
@@ -64,6 +69,7 @@ func DefaultStorePath() string { return filepath.Join(os.TempDir(), "acu-dev", "
 // Register adds the flags (with their defaults) to fs.
 func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Kafka, "kafka", "127.0.0.1:9092", "Kafka seed brokers, comma-separated")
+	fs.StringVar(&c.KafkaInstanceID, "kafka-instance-id", "", "static member ID in the consumer groups, stable across restarts (empty: dynamic)")
 	fs.StringVar(&c.Etcd, "etcd", "127.0.0.1:2379", "etcd endpoints, comma-separated")
 	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", "/acu/", "prefix of every etcd key")
 	fs.StringVar(&c.Temporal, "temporal", "127.0.0.1:7233", "Temporal frontend host:port")
@@ -114,6 +120,11 @@ func (c *Config) Validate() error {
 	}
 	if len(c.KafkaBrokers()) == 0 {
 		bad("kafka", "no broker given")
+	}
+	if id := c.KafkaInstanceID; id != "" && (len(id) > 249 || strings.Trim(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "") {
+		// Kafka's rule for group.instance.id, checked here rather than as
+		// an error on every join.
+		bad("kafka-instance-id", "%q: up to 249 of the characters a-z A-Z 0-9 . _ -", id)
 	}
 	if len(c.EtcdEndpoints()) == 0 {
 		bad("etcd", "no endpoint given")

@@ -52,6 +52,9 @@ func TestFlagsAndEnvironment(t *testing.T) {
 		{"patrol url", []string{"--patrol-url", "ftp://x"}, nil, nil, "patrol-url"},
 		{"log level", nil, map[string]string{"ACU_LOG_LEVEL": "loud"}, nil, "log-level"},
 		{"no brokers", []string{"--kafka", " , "}, nil, nil, "no broker"},
+		{"instance id from env", nil, map[string]string{"ACU_KAFKA_INSTANCE_ID": "ingest-0.acu"},
+			func(c config.Config) bool { return c.KafkaInstanceID == "ingest-0.acu" }, ""},
+		{"instance id Kafka refuses", []string{"--kafka-instance-id", "ingest 0"}, nil, nil, "--kafka-instance-id (ACU_KAFKA_INSTANCE_ID)"},
 		{"settle zero allowed", []string{"--follow-up-settle", "0s"}, nil,
 			func(c config.Config) bool { return c.FollowUpSettle == 0 }, ""},
 	}
