@@ -510,7 +510,9 @@ func TestCompose(t *testing.T) {
 
 	t.Run("infrastructure", func(t *testing.T) {
 		for _, tc := range []struct{ service, image string }{
-			{"kafka", "apache/kafka:4."},
+			{"kafka-1", "apache/kafka:4."},
+			{"kafka-2", "apache/kafka:4."},
+			{"kafka-3", "apache/kafka:4."},
 			{"cassandra-1", "cassandra:5.0"},
 			{"cassandra-2", "cassandra:5.0"},
 			{"cassandra-3", "cassandra:5.0"},
@@ -528,6 +530,54 @@ func TestCompose(t *testing.T) {
 			if !strings.Contains(s.Image, tc.image) {
 				t.Errorf("%s: image %q, want %s…", tc.service, s.Image, tc.image)
 			}
+		}
+	})
+
+	// The Kafka cluster the nemesis runs (internal/chaos): three KRaft
+	// voters, each a broker; every replicated log, the consumer offsets
+	// included, on all three with two in sync, so that one broker can be
+	// lost without losing a write or the services' progress.
+	t.Run("kafka as tested", func(t *testing.T) {
+		var voters []string
+		for _, name := range sortedKeys(f.Services) {
+			s := f.Services[name]
+			if !strings.HasPrefix(s.Image, "apache/kafka:") {
+				continue
+			}
+			voters = append(voters, s.Environment["KAFKA_NODE_ID"]+"@"+name+":9093")
+			for k, want := range map[string]string{
+				"KAFKA_PROCESS_ROLES":                            "broker,controller",
+				"KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR":         "3",
+				"KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "3",
+				"KAFKA_TRANSACTION_STATE_LOG_MIN_ISR":            "2",
+				"KAFKA_MIN_INSYNC_REPLICAS":                      "2",
+				"KAFKA_AUTO_CREATE_TOPICS_ENABLE":                "false",
+			} {
+				if got := s.Environment[k]; got != want {
+					t.Errorf("%s: %s=%q, want %q", name, k, got, want)
+				}
+			}
+			if adv := s.Environment["KAFKA_ADVERTISED_LISTENERS"]; !strings.Contains(adv, "PLAINTEXT://"+name+":9092") {
+				t.Errorf("%s: KAFKA_ADVERTISED_LISTENERS=%q does not advertise %s:9092", name, adv, name)
+			}
+		}
+		if len(voters) != 3 {
+			t.Fatalf("%d Kafka brokers, want 3", len(voters))
+		}
+		for _, name := range sortedKeys(f.Services) {
+			s := f.Services[name]
+			if !strings.HasPrefix(s.Image, "apache/kafka:") {
+				continue
+			}
+			got := strings.Split(s.Environment["KAFKA_CONTROLLER_QUORUM_VOTERS"], ",")
+			slices.Sort(got)
+			if want := slices.Sorted(slices.Values(voters)); !slices.Equal(got, want) {
+				t.Errorf("%s: voters %v, want %v", name, got, want)
+			}
+		}
+		brokers := strings.Split(f.Services["acu-ingest"].Environment["ACU_KAFKA"], ",")
+		if len(brokers) != len(voters) {
+			t.Errorf("ACU_KAFKA=%v: want every broker as a seed", brokers)
 		}
 	})
 
@@ -652,8 +702,8 @@ func TestCompose(t *testing.T) {
 			}
 
 			if svc.cmd == "setup" {
-				if rf := flagInt(t, svc.name, fs, "replication-factor"); rf < 1 || rf > kafkaBrokers {
-					t.Errorf("--replication-factor %d with %d Kafka broker(s)", rf, kafkaBrokers)
+				if rf := flagInt(t, svc.name, fs, "replication-factor"); rf != 3 || rf > kafkaBrokers {
+					t.Errorf("--replication-factor %d with %d Kafka broker(s), want 3 (what the nemesis runs)", rf, kafkaBrokers)
 				}
 				if s.Restart != "" && s.Restart != "no" {
 					t.Errorf("restart %q: setup runs once", s.Restart)
