@@ -96,6 +96,9 @@ func Parse(value []byte) (Result, error) {
 	if r.EventID, err = optString(v.Get("event_id"), "event_id", 128); err != nil {
 		return r, err
 	}
+	if r.EventID != "" && mayHoldSurrogateEscape(value) && loneSurrogate(value, "event_id") {
+		return r, fieldErr(ReasonFormat, "event_id", `holds an unpaired UTF-16 surrogate escape (such as \ud800), which is no character`)
+	}
 	if r.StudentID, err = ident(v.Get("student_id"), "student_id"); err != nil {
 		return r, err
 	}
@@ -113,6 +116,11 @@ func Parse(value []byte) (Result, error) {
 	}
 	if r.Metric, err = number(v.Get("metric"), "metric", 0, 100); err != nil {
 		return r, err
+	}
+	// "one JSON object, UTF-8": unknown fields are ignored, but they are
+	// part of the value (the fields read were checked on their own).
+	if !utf8.Valid(value) {
+		return r, &Error{Reason: ReasonMalformed, Msg: "record is not valid UTF-8 (outside the fields of the contract)"}
 	}
 	r.ID = r.EventID
 	if r.ID == "" {
@@ -245,13 +253,12 @@ func timestamp(v *fastjson.Value) (time.Time, error) {
 		if err != nil {
 			return time.Time{}, err
 		}
-		t, err := time.Parse(time.RFC3339Nano, string(b))
-		if err != nil {
-			return time.Time{}, fieldErr(ReasonFormat, field, "%q is not RFC 3339 with an offset", b)
+		t, ok := parseRFC3339(b)
+		if !ok {
+			return time.Time{}, fieldErr(ReasonFormat, field, "%q is not RFC 3339 with an offset (YYYY-MM-DDTHH:MM:SS[.fraction] then Z or ±HH:MM)", b)
 		}
 		// The offset can carry a time just inside year 9999 (or 0000)
 		// outside it once in UTC.
-		t = t.UTC().Truncate(time.Millisecond)
 		if t.Before(MinTimestamp) || t.After(MaxTimestamp) {
 			return time.Time{}, fieldErr(ReasonRange, field, "%q is %s in UTC, %s", b, t.Format(time.RFC3339Nano), outsideRange)
 		}

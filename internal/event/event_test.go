@@ -100,6 +100,23 @@ func TestParseRejects(t *testing.T) {
 		{"event_id long", build(map[string]string{"event_id": `"` + strings.Repeat("é", 129) + `"`}), event.ReasonRange, "event_id"},
 		{"event_id number", build(map[string]string{"event_id": `7`}), event.ReasonType, "event_id"},
 		{"event_id invalid UTF-8", build(map[string]string{"event_id": "\"a\xff\""}), event.ReasonFormat, "event_id"},
+		// RFC 3339 §5.6 exactly: what time.Parse also takes is refused.
+		{"timestamp one-digit hour", build(map[string]string{"timestamp": `"2026-11-28T1:00:00Z"`}), event.ReasonFormat, "timestamp"},
+		{"timestamp comma fraction", build(map[string]string{"timestamp": `"2026-11-28T10:00:00,5Z"`}), event.ReasonFormat, "timestamp"},
+		{"timestamp offset hour 24", build(map[string]string{"timestamp": `"2026-11-28T10:00:00+24:00"`}), event.ReasonFormat, "timestamp"},
+		{"timestamp offset minute 60", build(map[string]string{"timestamp": `"2026-11-28T10:00:00+01:60"`}), event.ReasonFormat, "timestamp"},
+		{"timestamp offset without colon", build(map[string]string{"timestamp": `"2026-11-28T10:00:00+0100"`}), event.ReasonFormat, "timestamp"},
+		{"timestamp dot without digit", build(map[string]string{"timestamp": `"2026-11-28T10:00:00.Z"`}), event.ReasonFormat, "timestamp"},
+		{"timestamp February 30", build(map[string]string{"timestamp": `"2026-02-30T10:00:00Z"`}), event.ReasonFormat, "timestamp"},
+		{"timestamp leap second", build(map[string]string{"timestamp": `"2016-12-31T23:59:60Z"`}), event.ReasonFormat, "timestamp"},
+		{"timestamp space separator", build(map[string]string{"timestamp": `"2026-11-28 10:00:00Z"`}), event.ReasonFormat, "timestamp"},
+		// fastjson keeps "\ud800" as its six characters and reads
+		// "\ud800\u0041" as U+FFFD, dropping the "A": not text, refused.
+		{"event_id lone high surrogate", build(map[string]string{"event_id": `"\ud800"`}), event.ReasonFormat, "event_id"},
+		{"event_id high surrogate then letter", build(map[string]string{"event_id": `"x\ud800\u0041"`}), event.ReasonFormat, "event_id"},
+		{"event_id lone low surrogate", build(map[string]string{"event_id": `"\uDC00x"`}), event.ReasonFormat, "event_id"},
+		{"event_id escaped name, lone surrogate", `{"event\u005fid":"\ud800",` + build(nil)[1:], event.ReasonFormat, "event_id"},
+		{"invalid UTF-8 in an unknown field", `{"note":"` + "\xff" + `",` + build(nil)[1:], event.ReasonMalformed, ""},
 		{"leading zero", build(map[string]string{"metric": `050`}), event.ReasonMalformed, ""},
 		{"NaN literal", build(map[string]string{"metric": `NaN`}), event.ReasonMalformed, ""},
 		{"trailing garbage", valid + `x`, event.ReasonMalformed, ""},
@@ -130,6 +147,14 @@ func TestParseAcceptsBoundsAndEscapes(t *testing.T) {
 		`{"timestamp":253402300799999,"student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":0}`,
 		`{"timestamp":-62167219200000,"student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":0}`,
 		`{"timestamp":"9999-12-31T23:59:59.999+00:00","student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":0}`,
+		// §5.6: "t" and "z" may be lower case; a fraction has any length;
+		// February 29 of a leap year.
+		`{"timestamp":"2024-02-29t10:00:00.1234567891234z","student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":0}`,
+		// A surrogate pair is a character; an escaped backslash before "ud800"
+		// is text; a lone surrogate in a field the contract ignores is ignored.
+		`{"event_id":"\ud83d\ude00","timestamp":0,"student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":0}`,
+		`{"event_id":"\\ud800","timestamp":0,"student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":0}`,
+		`{"note":"\ud800","event_id":"e1","timestamp":0,"student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":0}`,
 	} {
 		if _, err := event.Parse([]byte(v)); err != nil {
 			t.Errorf("%s: %v", v, err)
@@ -142,6 +167,17 @@ func TestParseAcceptsBoundsAndEscapes(t *testing.T) {
 		r, err := event.Parse([]byte(`{"timestamp":0,"student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":` + text + `}`))
 		if err != nil || r.Metric != want {
 			t.Errorf("metric %s read as %v (%v), want %v", text, r.Metric, err, want)
+		}
+	}
+	for text, want := range map[string]time.Time{
+		`"2024-02-29t10:00:00.1239z"`:     time.Date(2024, 2, 29, 10, 0, 0, 123_000_000, time.UTC),
+		`"2026-11-28T10:00:00.5-01:30"`:   time.Date(2026, 11, 28, 11, 30, 0, 500_000_000, time.UTC),
+		`"0000-01-01T00:00:00Z"`:          time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC),
+		`"2026-11-28T23:59:59.999+23:59"`: time.Date(2026, 11, 28, 0, 0, 59, 999_000_000, time.UTC),
+	} {
+		r, err := event.Parse([]byte(`{"timestamp":` + text + `,"student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":1}`))
+		if err != nil || !r.Timestamp.Equal(want) {
+			t.Errorf("timestamp %s read as %v (%v), want %v", text, r.Timestamp, err, want)
 		}
 	}
 	r, _ := event.Parse([]byte(`{"event_id":"a\"b","timestamp":0,"student_id":"s","latitude":0,"longitude":0,"exercise_id":"e","metric":1}`))
