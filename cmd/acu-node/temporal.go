@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -159,15 +156,7 @@ func runTemporal(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	ui := "no UI"
-	if t.UIURL() != "" {
-		if err := waitUIAPI(ctx, t.UIURL(), o.Namespace); err != nil {
-			stopErr := t.Stop()
-			if ctx.Err() != nil {
-				fmt.Fprintln(stdout, "acu-node: temporal stopped before it was ready")
-				return stopErr
-			}
-			return errors.Join(err, stopErr)
-		}
+	if t.UIURL() != "" { // StartTemporal waited until its API answers
 		ui = "UI " + t.UIURL()
 	}
 	fmt.Fprintf(stdout, "acu-node: ready: temporal frontend %s, %s, namespace %s, %d shards on postgres %s (started in %v)\n",
@@ -177,48 +166,4 @@ func runTemporal(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	err = t.Stop()
 	fmt.Fprintf(stdout, "acu-node: temporal stopped in %v\n", time.Since(began).Round(time.Millisecond))
 	return err
-}
-
-// uiAPITimeout bounds waitUIAPI.
-const uiAPITimeout = 30 * time.Second
-
-// waitUIAPI waits until the Web UI at base answers an API call (the
-// namespace, which it asks the frontend for) with 200 OK. StartTemporal
-// waits for the UI's health endpoint only, and the UI, started before the
-// frontend listened, may answer its first requests after that with 503
-// (its connection to the frontend in back-off after the refused first
-// dial) for up to a second.
-func waitUIAPI(ctx context.Context, base, namespace string) error {
-	ctx, cancel := context.WithTimeout(ctx, uiAPITimeout)
-	defer cancel()
-	client := &http.Client{Timeout: 2 * time.Second}
-	target := base + "/api/v1/namespaces/" + url.PathEscape(namespace)
-	for {
-		status, err := httpStatus(ctx, client, target)
-		if err == nil && status == http.StatusOK {
-			return nil
-		}
-		if err == nil {
-			err = fmt.Errorf("status %d", status)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("temporal UI: GET %s: %w (last: %v)", target, ctx.Err(), err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-func httpStatus(ctx context.Context, client *http.Client, target string) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	_ = resp.Body.Close()
-	return resp.StatusCode, nil
 }

@@ -5,9 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -198,7 +200,7 @@ func StartTemporal(ctx context.Context, o TemporalOptions) (*Temporal, error) {
 		return nil, errors.Join(err, t.Stop())
 	}
 	if t.ui != nil {
-		if err := t.waitUI(ctx, uiIP, uiPort); err != nil {
+		if err := t.waitUI(ctx, uiIP, uiPort, o.Namespace); err != nil {
 			return nil, errors.Join(err, t.Stop())
 		}
 	}
@@ -771,10 +773,15 @@ func (t *Temporal) startUI(ip string, port int, namespace string) error {
 	return nil
 }
 
-// waitUI polls the UI's health endpoint until it answers 200 OK, then sets
-// the UI URL.
-func (t *Temporal) waitUI(ctx context.Context, ip string, port int) error {
+// waitUI polls the UI until it answers an API call (the namespace, which
+// it asks the frontend for) with 200 OK, then sets the UI URL. Its health
+// endpoint is not enough: the UI, started before the frontend listened,
+// answered its first API requests after that with 503 for up to a second
+// (its connection to the frontend in back-off after the refused first
+// dial), and an operator opening it then saw an error page.
+func (t *Temporal) waitUI(ctx context.Context, ip string, port int, namespace string) error {
 	base := "http://" + net.JoinHostPort(ip, strconv.Itoa(port))
+	target := base + "/api/v1/namespaces/" + url.PathEscape(namespace)
 	httpClient := &http.Client{Timeout: 2 * time.Second}
 	err := temporalPoll(ctx, "temporal UI at "+base, func() error {
 		select {
@@ -782,7 +789,7 @@ func (t *Temporal) waitUI(ctx context.Context, ip string, port int) error {
 			return temporalPermanent{fmt.Errorf("temporal UI server exited: %v", err)}
 		default:
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/healthz", nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 		if err != nil {
 			return temporalPermanent{err}
 		}
@@ -790,9 +797,10 @@ func (t *Temporal) waitUI(ctx context.Context, ip string, port int) error {
 		if err != nil {
 			return err
 		}
+		_, _ = io.Copy(io.Discard, resp.Body)
 		_ = resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET /healthz: %s", resp.Status)
+			return fmt.Errorf("GET %s: %s", target, resp.Status)
 		}
 		return nil
 	})

@@ -139,6 +139,16 @@ func TestTemporalWorkflowSearchAttributesAndUI(t *testing.T) {
 	if want := "http://" + uiAddr; tmp.UIURL() != want {
 		t.Errorf("UIURL() = %q, want %q", tmp.UIURL(), want)
 	}
+	// Once StartTemporal returns, the UI's API answers: an operator's first
+	// page is no 503 (the UI's own connection to the frontend in back-off).
+	if resp, err := http.Get(tmp.UIURL() + "/api/v1/namespaces/default"); err != nil {
+		t.Errorf("the UI's first API request: %v", err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("the UI's first API request, right after start: %s", resp.Status)
+		}
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
