@@ -40,6 +40,12 @@ const fastPathChange = "notify-first-local-records"
 // the earlier steps.
 const followUpChange = "follow-up-from-start"
 
+// localRetryHorizon bounds all the attempts of one local activity: ten
+// years, in effect no bound. Without it the SDK gives the attempts the
+// start-to-close timeout (30 s) in all, and a backend down for longer
+// failed the deployment workflow.
+const localRetryHorizon = 10 * 365 * 24 * time.Hour
+
 // PatrolDeployment notifies the patrol of a failing result, records the
 // deployment, waits for the follow-up window to end and records whether the
 // student recovered. PatrolStatus is kept current at every step.
@@ -60,11 +66,12 @@ func PatrolDeployment(ctx workflow.Context, in PatrolInput) (PatrolResult, error
 	wid := workflow.GetInfo(ctx).WorkflowExecution.ID
 	out := PatrolResult{Threshold: in.Threshold}
 
-	// Store and etcd calls retry until they succeed (no attempt limit): a
-	// backend outage delays a deployment, never loses it.
+	// Store, etcd and Kafka calls retry until they succeed (no attempt
+	// limit): a backend outage delays a deployment, never loses it.
 	local := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
-		StartToCloseTimeout: 30 * time.Second,
-		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute},
+		StartToCloseTimeout:    30 * time.Second,
+		ScheduleToCloseTimeout: localRetryHorizon,
+		RetryPolicy:            &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute},
 	})
 	if _, set := workflow.GetTypedSearchAttributes(ctx).GetKeyword(PatrolStatusKey); !set {
 		// Started without the start's search attributes (by hand).

@@ -370,3 +370,52 @@ func TestFollowUpWaitsForTheArchive(t *testing.T) {
 		t.Errorf("the archive was asked %d times: the check ran before it had caught up", arch.calls)
 	}
 }
+
+// flakyArchive fails its first calls to EndOffsets, as Kafka does while a
+// broker restarts.
+type flakyArchive struct {
+	archive
+	failures int
+}
+
+func (f *flakyArchive) EndOffsets(ctx context.Context) (map[int32]int64, error) {
+	f.mu.Lock()
+	fail := f.failures > 0
+	f.failures--
+	f.mu.Unlock()
+	if fail {
+		return nil, errors.New("end offsets of piscine.results: unable to dial: connection refused")
+	}
+	return f.archive.EndOffsets(ctx)
+}
+
+// TestBackendOutageLongerThanALocalActivityTimeout: the store, etcd and
+// Kafka calls of a deployment are retried until they succeed, however long
+// the outage. The SDK gives a local activity without a schedule-to-close
+// timeout its start-to-close one (30 s) for all its attempts: a Kafka
+// broker down for longer failed the deployment in the follow-up
+// (found under the nemesis: PatrolStatus left at following-up).
+func TestBackendOutageLongerThanALocalActivityTimeout(t *testing.T) {
+	arch := &flakyArchive{failures: 8} // 1+2+4+…+60 s of backoff: over four minutes
+	p := &patrol{statuses: []int{http.StatusOK}}
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.SetStartTime(failedAt.Add(2 * time.Second))
+	env.RegisterWorkflow(workflows.PatrolDeployment)
+	st := &memStore{results: []event.Result{result(failedAt.Add(time.Minute), 90)}}
+	env.RegisterActivity(&activities.Patrol{HTTP: srv.Client(), URL: srv.URL, Store: st, Archive: arch})
+	env.OnUpsertTypedSearchAttributes(mock.Anything).Return(nil)
+	env.ExecuteWorkflow(workflows.PatrolDeployment, input())
+	var out workflows.PatrolResult
+	if err := env.GetWorkflowResult(&out); err != nil {
+		t.Fatalf("the deployment failed during an outage of its backend: %v", err)
+	}
+	if out.Status != workflows.StatusRecovered {
+		t.Errorf("status %s, want recovered", out.Status)
+	}
+	if arch.failures >= 0 {
+		t.Errorf("%d failures left: the outage did not happen", arch.failures+1)
+	}
+}
