@@ -20,7 +20,10 @@ type Summary struct {
 	Ambiguous  int // deployments that may exist (a threshold write in flight)
 	Delivered  int // Idempotency-Keys the patrol endpoint accepted
 	Redelivery int // accepted requests beyond the first per key (allowed: deduplicated by the key)
-	Probes     int // probe results judged right after a threshold write
+	// DLQRedelivery counts DLQ copies beyond the first per source and group
+	// (allowed: deduplicated by acu-source).
+	DLQRedelivery int
+	Probes        int // probe results judged right after a threshold write
 
 	// The broken promises; every one must be 0.
 	Lost       []string // deployments that must exist and were not delivered or not started
@@ -100,6 +103,7 @@ func (s *Summary) Print(w io.Writer) {
 	fmt.Fprintf(tw, "records\t%d\tdistinct valid\t%d\tmalformed\t%d\n", s.Records, s.Valid, s.Malformed)
 	fmt.Fprintf(tw, "deployments expected\t%d\tambiguous\t%d\tdelivered\t%d\n", s.Expected, s.Ambiguous, s.Delivered)
 	fmt.Fprintf(tw, "redeliveries (same key)\t%d\tprobe results\t%d\tquiesced in\t%s\n", s.Redelivery, s.Probes, s.Quiesce.Round(time.Second))
+	fmt.Fprintf(tw, "DLQ redeliveries (same source)\t%d\t\t\t\t\n", s.DLQRedelivery)
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
