@@ -219,6 +219,20 @@ func Check(ctx context.Context, c *Cluster, w *Workload, patrol *PatrolEndpoint,
 		}
 	}
 	s.Report = o.CompareReportWith(doc, ReportInput{At: reportAt, Deployed: deployed})
+	// Which deployments a difference in the recovery counts comes from: a
+	// final status the oracle does not allow for that deployment.
+	for _, x := range execs {
+		st := stored[x.WorkflowID]
+		exp, ok := must[x.WorkflowID]
+		if !ok {
+			exp, ok = may[x.WorkflowID]
+		}
+		outcome := st == store.StatusRecovered || st == store.StatusStillFailing || st == store.StatusNoAttempt
+		if ok && outcome && len(exp.Statuses) > 0 && !slices.Contains(exp.Statuses, st) {
+			s.Report = append(s.Report, fmt.Sprintf("%s follow-up %q, the oracle's %v (failed_at %s)",
+				x.WorkflowID, st, exp.Statuses, exp.Timestamp.Format(time.RFC3339Nano)))
+		}
+	}
 	for _, l := range [][]string{s.Lost, s.Extra, s.Doubled, s.Stale, s.Unarchived, s.ExtraRows, s.DLQMissing, s.DLQExtra, s.NotFinal} {
 		slices.Sort(l)
 	}
