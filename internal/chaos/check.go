@@ -38,6 +38,7 @@ func Check(ctx context.Context, c *Cluster, w *Workload, patrol *PatrolEndpoint,
 	s.Valid, s.Expected, s.Ambiguous = len(o.Valid()), len(must), len(may)
 	w.mu.Lock()
 	s.Probes = w.probes
+	s.AmbiguousWrites = w.ambiguousWrites
 	w.mu.Unlock()
 	probeExercise := func(id string) bool {
 		e, ok := must[id]

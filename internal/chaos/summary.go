@@ -24,6 +24,9 @@ type Summary struct {
 	// (allowed: deduplicated by acu-source).
 	DLQRedelivery int
 	Probes        int // probe results judged right after a threshold write
+	// AmbiguousWrites are probe threshold writes etcd did not confirm (a
+	// timeout): their exercises' judgements are ambiguous from then on.
+	AmbiguousWrites int
 
 	// The broken promises; every one must be 0.
 	Lost       []string // deployments that must exist and were not delivered or not started
@@ -103,7 +106,7 @@ func (s *Summary) Print(w io.Writer) {
 	fmt.Fprintf(tw, "records\t%d\tdistinct valid\t%d\tmalformed\t%d\n", s.Records, s.Valid, s.Malformed)
 	fmt.Fprintf(tw, "deployments expected\t%d\tambiguous\t%d\tdelivered\t%d\n", s.Expected, s.Ambiguous, s.Delivered)
 	fmt.Fprintf(tw, "redeliveries (same key)\t%d\tprobe results\t%d\tquiesced in\t%s\n", s.Redelivery, s.Probes, s.Quiesce.Round(time.Second))
-	fmt.Fprintf(tw, "DLQ redeliveries (same source)\t%d\t\t\t\t\n", s.DLQRedelivery)
+	fmt.Fprintf(tw, "DLQ redeliveries (same source)\t%d\tambiguous threshold writes\t%d\t\t\n", s.DLQRedelivery, s.AmbiguousWrites)
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

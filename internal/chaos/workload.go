@@ -32,9 +32,11 @@ type Workload struct {
 	mu     sync.Mutex
 	writes []ThresholdWrite
 	probes int
-	judged map[position]time.Time // probe results seen committed by the alert service, and when
-	sim    *exec.Cmd
-	simErr chan error
+	// ambiguousWrites counts probe writes whose outcome is unknown.
+	ambiguousWrites int
+	judged          map[position]time.Time // probe results seen committed by the alert service, and when
+	sim             *exec.Cmd
+	simErr          chan error
 }
 
 // SetInitial writes the initial thresholds.
@@ -140,11 +142,18 @@ func (w *Workload) RunProbes(ctx context.Context, every time.Duration) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			// The write may or may not have been applied: it stays in the log
-			// as ambiguous for ever after (Returned at the end of time).
+			// The write may or may not have been applied (etcd may time out
+			// under faults: "request timed out"): it stays in the log as
+			// ambiguous for ever after (Returned at the end of time), which
+			// makes every later judgement on its exercise ambiguous. The
+			// probes go on with a fresh exercise.
 			v := step.value
 			w.record(ThresholdWrite{Exercise: ex, Value: &v, Started: started, Returned: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)})
-			return fmt.Errorf("probe write %s=%v: %w", ex, step.value, err)
+			w.mu.Lock()
+			w.ambiguousWrites++
+			w.mu.Unlock()
+			i = (i/len(probeCycle)+1)*len(probeCycle) - 1
+			continue
 		}
 		v := step.value
 		w.record(ThresholdWrite{Exercise: ex, Value: &v, Started: started, Returned: returned})
