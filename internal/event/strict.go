@@ -2,8 +2,8 @@ package event
 
 import (
 	"bytes"
+	"encoding/json"
 	"time"
-	"unicode/utf8"
 )
 
 // parseRFC3339 parses RFC 3339 §5.6 date-time to the millisecond, in UTC.
@@ -103,141 +103,33 @@ func mayHoldSurrogateEscape(value []byte) bool {
 // surrogate escape such as "\ud800". fastjson keeps such an escape as the
 // six characters of its text, and turns "\ud800\u0041" into U+FFFD
 // swallowing the "A": two event_ids would share one identity. A string
-// that is not text (RFC 8259 §8.2) is refused instead.
+// that is not text (RFC 8259 §8.2) is refused instead. encoding/json walks
+// the members (this runs only for the rare record mayHoldSurrogateEscape
+// lets through) and gives each value's raw text; a name holding a lone
+// surrogate decodes to U+FFFD, which no field name has.
 func loneSurrogate(value []byte, field string) bool {
-	s := scanner{b: value}
-	s.space()
-	if !s.eat('{') {
+	dec := json.NewDecoder(bytes.NewReader(value))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return false
 	}
-	for {
-		s.space()
-		if !s.at('"') {
-			return false // "}" or malformed: nothing found
-		}
-		name := s.str()
-		s.space()
-		s.eat(':')
-		s.space()
-		start := s.i
-		s.value()
-		if name.decoded() == field && len(value) > start && value[start] == '"' {
-			return token(value[start:s.i]).unpaired()
-		}
-		s.space()
-		if !s.eat(',') {
+	for dec.More() {
+		name, err := dec.Token()
+		if err != nil {
 			return false
 		}
-	}
-}
-
-// scanner walks a JSON text already known to be valid.
-type scanner struct {
-	b []byte
-	i int
-}
-
-func (s *scanner) space() {
-	for s.i < len(s.b) && (s.b[s.i] == ' ' || s.b[s.i] == '\t' || s.b[s.i] == '\n' || s.b[s.i] == '\r') {
-		s.i++
-	}
-}
-
-func (s *scanner) at(c byte) bool { return s.i < len(s.b) && s.b[s.i] == c }
-
-func (s *scanner) eat(c byte) bool {
-	if s.at(c) {
-		s.i++
-		return true
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return false
+		}
+		if name == field {
+			return len(raw) > 0 && raw[0] == '"' && token(raw).unpaired()
+		}
 	}
 	return false
 }
 
-// str skips a string and returns its token, quotes included.
-func (s *scanner) str() token {
-	start := s.i
-	s.i++
-	for s.i < len(s.b) && s.b[s.i] != '"' {
-		if s.b[s.i] == '\\' {
-			s.i++
-		}
-		s.i++
-	}
-	s.i++
-	return token(s.b[start:min(s.i, len(s.b))])
-}
-
-// value skips one value: a string, or anything up to the comma or brace
-// that ends it at this depth.
-func (s *scanner) value() {
-	depth := 0
-	for s.i < len(s.b) {
-		switch c := s.b[s.i]; {
-		case c == '"':
-			s.str()
-			if depth == 0 {
-				return
-			}
-			continue
-		case c == '{' || c == '[':
-			depth++
-		case c == '}' || c == ']':
-			if depth == 0 {
-				return
-			}
-			depth--
-			if depth == 0 {
-				s.i++
-				return
-			}
-		case c == ',' && depth == 0:
-			return
-		}
-		s.i++
-	}
-}
-
 // token is a JSON string token, quotes included.
 type token []byte
-
-// decoded is the token's text, for comparing with a member name; "" when
-// it holds a surrogate escape (no field name does).
-func (t token) decoded() string {
-	body := t[1 : len(t)-1]
-	if bytes.IndexByte(body, '\\') < 0 {
-		return string(body)
-	}
-	out := make([]byte, 0, len(body))
-	for i := 0; i < len(body); i++ {
-		if body[i] != '\\' {
-			out = append(out, body[i])
-			continue
-		}
-		i++
-		switch body[i] {
-		case 'u':
-			r, _ := hex4(body[i+1 : i+5])
-			if r >= 0xD800 && r <= 0xDFFF {
-				return ""
-			}
-			out = utf8.AppendRune(out, r)
-			i += 4
-		case 'b':
-			out = append(out, '\b')
-		case 'f':
-			out = append(out, '\f')
-		case 'n':
-			out = append(out, '\n')
-		case 'r':
-			out = append(out, '\r')
-		case 't':
-			out = append(out, '\t')
-		default: // " \ /
-			out = append(out, body[i])
-		}
-	}
-	return string(out)
-}
 
 // unpaired reports whether the token holds a surrogate escape that is not
 // a high half directly followed by a low half.
