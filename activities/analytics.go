@@ -23,6 +23,7 @@ const ErrTypeStalePlan = "StalePlan"
 // AnalyticsStore is the part of the store the analytics activities use.
 type AnalyticsStore interface {
 	ArrivalMark(ctx context.Context) (int64, error)
+	MarkWait(ctx context.Context, t time.Time) (time.Duration, error)
 	SplitArrivals(ctx context.Context, after, upTo, size int64) ([]store.ArrivalRange, error)
 	ResultsArrived(ctx context.Context, after, upTo int64, fn func([]event.Result) error) error
 	ExerciseResults(ctx context.Context, exerciseID string, upTo int64, pageSize int, fn func([]event.Result) error) error
@@ -75,6 +76,10 @@ type PlanInput struct {
 	ChunkSize int64
 	// Precision is the geohash precision of the hotspots.
 	Precision int
+	// Through, when set, asks for a plan that covers every result archived
+	// before it: while the archive's mark does not cover it yet, the plan
+	// is only a Wait.
+	Through time.Time
 }
 
 // SeqRange is the results with an arrival position in (After, UpTo].
@@ -91,11 +96,23 @@ type Plan struct {
 	Rebuild    []string
 	Thresholds analytics.Thresholds
 	Precision  int
+	// Wait, when not 0, is how long until the archive's mark covers the
+	// input's Through: plan again after it; nothing else is set.
+	Wait time.Duration
 }
 
 // PlanAnalytics reads the watermark, the archive's sequence and the
 // current thresholds, and splits the work.
 func (a *Analytics) PlanAnalytics(ctx context.Context, in PlanInput) (Plan, error) {
+	if !in.Through.IsZero() {
+		wait, err := a.Store.MarkWait(ctx, in.Through)
+		if err != nil {
+			return Plan{}, err
+		}
+		if wait > 0 {
+			return Plan{Wait: wait}, nil
+		}
+	}
 	st, err := a.load(ctx)
 	if err != nil {
 		return Plan{}, err

@@ -186,3 +186,84 @@ func analyticsIncrementalEqualsFull(t *testing.T, st store.Store, settle func())
 		t.Fatalf("precision change: got\n%s\nwant\n%s", res.Report, want)
 	}
 }
+
+// settlingStore is a store whose arrival mark lags: it covers nothing until
+// MarkWait has answered 0 once, after the waits queued in it.
+type settlingStore struct {
+	store.Store
+	waits   []time.Duration
+	asked   []time.Time
+	settled bool
+}
+
+func (s *settlingStore) MarkWait(_ context.Context, t time.Time) (time.Duration, error) {
+	s.asked = append(s.asked, t)
+	if len(s.waits) == 0 {
+		s.settled = true
+		return 0, nil
+	}
+	w := s.waits[0]
+	s.waits = s.waits[1:]
+	return w, nil
+}
+
+func (s *settlingStore) ArrivalMark(ctx context.Context) (int64, error) {
+	if !s.settled {
+		return 0, nil
+	}
+	return s.Store.ArrivalMark(ctx)
+}
+
+// TestAnalyticsCatchUpCountsWhatWasArchivedBefore: a run asked to catch up
+// (acu analytics run) waits, on a durable timer, until the archive's mark
+// covers its start, and then counts what was archived before it; a
+// scheduled run does not wait and counts what the mark covers.
+func TestAnalyticsCatchUpCountsWhatWasArchivedBefore(t *testing.T) {
+	inner, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "acu.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	if _, err := inner.PutResults(context.Background(), randomResults(rand.New(rand.NewPCG(3, 4)), 300, 0)); err != nil {
+		t.Fatal(err)
+	}
+	th := testkit.Thresholds{"ex0": 50}
+	counted := func(res workflows.AnalyticsResult) int {
+		t.Helper()
+		var doc struct{ Exercises []struct{ Results int } }
+		if err := json.Unmarshal(res.Report, &doc); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range doc.Exercises {
+			n += e.Results
+		}
+		return n
+	}
+
+	st := &settlingStore{Store: inner, waits: []time.Duration{20 * time.Second, 7 * time.Second}}
+	if n := counted(runAnalytics(t, st, th, workflows.AnalyticsInput{})); n != 0 || len(st.asked) != 0 {
+		t.Fatalf("scheduled run: counted %d results and asked MarkWait %d times; want 0 and 0 (no wait)", n, len(st.asked))
+	}
+	res := runAnalytics(t, st, th, workflows.AnalyticsInput{CatchUp: true})
+	if n := counted(res); n != 300 {
+		t.Fatalf("catch-up run counted %d results, want the 300 archived before it", n)
+	}
+	if len(st.asked) != 3 {
+		t.Fatalf("MarkWait asked %d times, want 3 (two waits, then covered)", len(st.asked))
+	}
+	for _, at := range st.asked {
+		if !at.Equal(analyticsNow) {
+			t.Errorf("MarkWait asked for %s, want the run's start %s", at, analyticsNow)
+		}
+	}
+	var doc struct {
+		GeneratedAt time.Time `json:"generated_at"`
+	}
+	if err := json.Unmarshal(res.Report, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if want := analyticsNow.Add(27 * time.Second); doc.GeneratedAt.Before(want) {
+		t.Errorf("report generated at %s, before the waits ended (%s): the run did not sleep them", doc.GeneratedAt, want)
+	}
+}

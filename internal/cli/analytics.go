@@ -16,7 +16,9 @@ import (
 )
 
 const analyticsUsage = `usage:
-  acu analytics run        run the analytics now, wait (progress shown), print the report
+  acu analytics run        run the analytics now over every result archived so far
+                           (on Cassandra it first waits out the settle margin),
+                           wait (progress shown), print the report
   acu analytics describe   show the schedule: spec, paused, next and recent runs
   acu analytics pause      pause the schedule
   acu analytics unpause    resume the schedule`
@@ -69,11 +71,13 @@ func runAnalytics(ctx context.Context, args []string, env Env) error {
 }
 
 // analyticsRun starts a run beside the schedule's and waits for it. Runs
-// do not conflict: a run that finds the state moved plans again.
+// do not conflict: a run that finds the state moved plans again. The run
+// counts every result archived before it started (CatchUp): an operator
+// who runs it after an exam expects the whole exam.
 func analyticsRun(ctx context.Context, tc client.Client, precision int, asJSON bool, env Env) error {
 	id := fmt.Sprintf("analytics-manual-%d", time.Now().UnixMilli())
 	run, err := tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: workflows.TaskQueue},
-		workflows.AnalyticsWorkflowType, workflows.AnalyticsInput{Precision: precision})
+		workflows.AnalyticsWorkflowType, workflows.AnalyticsInput{Precision: precision, CatchUp: true})
 	if err != nil {
 		return fmt.Errorf("starting analytics: %w", err)
 	}

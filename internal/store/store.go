@@ -99,6 +99,11 @@ type Store interface {
 	// ArrivalMark is the settled arrival position of the archive (0 when
 	// empty).
 	ArrivalMark(ctx context.Context) (int64, error)
+	// MarkWait returns how long until ArrivalMark covers every result
+	// archived before t (0 once it does): nothing for a store whose mark
+	// is its insert sequence, the rest of the settle margin for one whose
+	// positions are arrival times.
+	MarkWait(ctx context.Context, t time.Time) (time.Duration, error)
 	// SplitArrivals cuts (after, upTo] into ranges for parallel reads; size
 	// is the number of results a range should hold where positions count
 	// results, which backends with time positions may ignore.

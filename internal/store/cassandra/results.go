@@ -379,6 +379,19 @@ func (s *Store) ArrivalMark(ctx context.Context) (int64, error) {
 	return time.Now().Add(-s.cfg.Settle).UnixMicro(), nil
 }
 
+// MarkWait returns how long until ArrivalMark passes t, by this process's
+// clock: a result whose attempt was acknowledged before t was stamped
+// before it, up to the skew between the archiver's clock and this one
+// (checkClock keeps each within a quarter of the margin of Cassandra's); a
+// result that skew leaves out is in the next run.
+func (s *Store) MarkWait(ctx context.Context, t time.Time) (time.Duration, error) {
+	if err := s.checkClock(ctx); err != nil {
+		return 0, fmt.Errorf("arrival mark: %w", err)
+	}
+	// The mark is now − settle, in whole microseconds.
+	return max(0, time.Until(t.Add(s.cfg.Settle+time.Microsecond))), nil
+}
+
 // maxRanges bounds how many ranges SplitArrivals returns.
 const maxRanges = 16
 

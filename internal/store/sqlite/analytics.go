@@ -21,6 +21,9 @@ func (s *Store) ArrivalMark(ctx context.Context) (int64, error) {
 	return n.Int64, nil
 }
 
+// MarkWait is always 0: every result committed is at or below the mark.
+func (s *Store) MarkWait(context.Context, time.Time) (time.Duration, error) { return 0, nil }
+
 // SplitArrivals cuts (after, upTo] into ranges of size sequence numbers:
 // sequence numbers count results.
 func (s *Store) SplitArrivals(_ context.Context, after, upTo, size int64) ([]store.ArrivalRange, error) {

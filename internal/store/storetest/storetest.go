@@ -50,6 +50,7 @@ func Run(t *testing.T, b Backend) {
 		{"PutResults", testPutResults},
 		{"ResultsArrived", testResultsArrived},
 		{"Incremental", testIncremental},
+		{"MarkWait", testMarkWait},
 		{"SplitArrivals", testSplitArrivals},
 		{"ExerciseResults", testExerciseResults},
 		{"FollowUpResults", testFollowUpResults},
@@ -571,6 +572,39 @@ func testIncremental(t *testing.T, b Backend) {
 		t.Errorf("ResultsArrived(mark2, mark3] after only redeliveries: %d results, want none: %v", len(got), ids(got))
 	}
 	checkSet(t, "ResultsArrived(0, mark3]", arrived(t, s, 0, mark3), all.results())
+}
+
+// testMarkWait: once MarkWait(t) says 0, the arrival mark covers every
+// result archived before t (acu analytics run relies on it to count the
+// whole archive), and waiting what it says gets there.
+func testMarkWait(t *testing.T, b Backend) {
+	ctx := t.Context()
+	s := b.open(t)
+	if w, err := s.MarkWait(ctx, time.Now().Add(-time.Hour)); err != nil || w != 0 {
+		t.Errorf("MarkWait(an hour ago) = %s, %v on an empty store; want 0", w, err)
+	}
+	a := archive{}
+	a.put(t, s, gen("w", 50))
+	before := time.Now()
+	deadline := before.Add(2 * time.Minute)
+	for {
+		w, err := s.MarkWait(ctx, before)
+		if err != nil {
+			t.Fatalf("MarkWait: %v", err)
+		}
+		if w == 0 {
+			break
+		}
+		if w > time.Minute || time.Now().After(deadline) {
+			t.Fatalf("MarkWait(%s) = %s at %s: the mark does not get there", before.Format(time.RFC3339Nano), w, time.Now().Format(time.RFC3339Nano))
+		}
+		time.Sleep(w) // what the store said the mark needs, then ask again
+	}
+	mark, err := s.ArrivalMark(ctx)
+	if err != nil {
+		t.Fatalf("ArrivalMark: %v", err)
+	}
+	checkSet(t, "ResultsArrived(0, mark] once MarkWait said 0", arrived(t, s, 0, mark), a.results())
 }
 
 // testSplitArrivals: the ranges cover the interval exactly, in order, and
