@@ -20,12 +20,17 @@ import (
 // matches the stored state (another run committed first): re-plan.
 const ErrTypeStalePlan = "StalePlan"
 
+// ErrTypeInDoubt is the error type of a range holding a result whose place
+// the archive has not settled yet (store.InDoubtError): plan again later,
+// with a later mark.
+const ErrTypeInDoubt = "ArchiveInDoubt"
+
 // AnalyticsStore is the part of the store the analytics activities use.
 type AnalyticsStore interface {
 	ArrivalMark(ctx context.Context) (int64, error)
 	MarkWait(ctx context.Context, t time.Time) (time.Duration, error)
 	SplitArrivals(ctx context.Context, after, upTo, size int64) ([]store.ArrivalRange, error)
-	ResultsArrived(ctx context.Context, after, upTo int64, fn func([]event.Result) error) error
+	ResultsArrived(ctx context.Context, r store.ArrivalRange, fn func([]event.Result) error) error
 	ExerciseResults(ctx context.Context, exerciseID string, upTo int64, pageSize int, fn func([]event.Result) error) error
 	AnalyticsState(ctx context.Context) ([]byte, bool, error)
 	SaveAnalytics(ctx context.Context, runID string, from int64, state []byte, watermark int64, report []byte, generatedAt time.Time) error
@@ -163,7 +168,7 @@ func (a *Analytics) AggregateRange(ctx context.Context, in RangeInput) (*analyti
 		skip[id] = true
 	}
 	d := analytics.NewDelta()
-	err := a.Store.ResultsArrived(ctx, in.Range.After, in.Range.UpTo, func(rs []event.Result) error {
+	err := a.Store.ResultsArrived(ctx, in.Range, func(rs []event.Result) error {
 		for _, r := range rs {
 			if skip[r.ExerciseID] {
 				continue
@@ -177,6 +182,9 @@ func (a *Analytics) AggregateRange(ctx context.Context, in RangeInput) (*analyti
 		}
 		return nil
 	})
+	if doubt := (*store.InDoubtError)(nil); errors.As(err, &doubt) {
+		return nil, temporal.NewNonRetryableApplicationError(doubt.Error(), ErrTypeInDoubt, err)
+	}
 	if err != nil {
 		return nil, err
 	}

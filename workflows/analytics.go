@@ -18,6 +18,13 @@ const AnalyticsWorkflowType = "Analytics"
 // ProgressQuery is the query that returns an Analytics run's Progress.
 const ProgressQuery = "progress"
 
+// How long a run waits before planning again when a range holds a result
+// in doubt (activities.ErrTypeInDoubt): doubling from the first to the max.
+const (
+	inDoubtFirstWait = 5 * time.Second
+	inDoubtMaxWait   = time.Minute
+)
+
 // AnalyticsInput is the input of Analytics; zero fields take defaults.
 type AnalyticsInput struct {
 	// ChunkSize is how many new results one activity aggregates; default
@@ -46,7 +53,7 @@ type AnalyticsResult struct {
 
 // Progress is what the progress query returns.
 type Progress struct {
-	Phase      string // settling, planning, aggregating, committing, done
+	Phase      string // settling, planning, aggregating, waiting for the archive, committing, done
 	Ranges     int
 	RangesDone int
 	Rebuild    int
@@ -85,6 +92,10 @@ func Analytics(ctx workflow.Context, in AnalyticsInput) (AnalyticsResult, error)
 	if in.CatchUp {
 		planIn.Through = info.WorkflowStartTime
 	}
+	// A range may hold a result whose place the archive has not settled
+	// (an attempt still in doubt): wait, then plan again with a later mark,
+	// for as long as it takes.
+	doubtWait := inDoubtFirstWait
 	// Another run may commit between our plan and our commit (a manual run
 	// beside the schedule's): plan again, a few times.
 	for attempt := 1; ; attempt++ {
@@ -103,24 +114,43 @@ func Analytics(ctx workflow.Context, in AnalyticsInput) (AnalyticsResult, error)
 			continue
 		}
 		progress = Progress{Phase: "aggregating", Ranges: len(plan.Ranges), Rebuild: len(plan.Rebuild)}
+		actx, cancel := workflow.WithCancel(ctx)
 		ranges := make([]workflow.Future, len(plan.Ranges))
 		for i, r := range plan.Ranges {
-			ranges[i] = workflow.ExecuteActivity(ctx, a.AggregateRange, activities.RangeInput{
+			ranges[i] = workflow.ExecuteActivity(actx, a.AggregateRange, activities.RangeInput{
 				Range: r, Thresholds: plan.Thresholds, Precision: plan.Precision, Skip: plan.Rebuild,
 			})
 		}
 		rebuilds := make([]workflow.Future, len(plan.Rebuild))
 		for i, id := range plan.Rebuild {
-			rebuilds[i] = workflow.ExecuteActivity(ctx, a.RebuildExercise, activities.RebuildInput{
+			rebuilds[i] = workflow.ExecuteActivity(actx, a.RebuildExercise, activities.RebuildInput{
 				ExerciseID: id, UpTo: plan.To, Thresholds: plan.Thresholds, Precision: plan.Precision,
 			})
 		}
 		deltas := make([]*analytics.Delta, len(ranges))
+		var doubt error
 		for i, f := range ranges {
-			if err := f.Get(ctx, &deltas[i]); err != nil {
+			err := f.Get(ctx, &deltas[i])
+			var appErr *temporal.ApplicationError
+			if errors.As(err, &appErr) && appErr.Type() == activities.ErrTypeInDoubt {
+				doubt = err
+				break
+			}
+			if err != nil {
 				return AnalyticsResult{}, err
 			}
 			progress.RangesDone++
+		}
+		if doubt != nil {
+			cancel()
+			workflow.GetLogger(ctx).Warn("a result's place in the archive is not settled yet; planning again later", "error", doubt, "wait", doubtWait)
+			progress = Progress{Phase: "waiting for the archive"}
+			if err := workflow.Sleep(ctx, doubtWait); err != nil {
+				return AnalyticsResult{}, err
+			}
+			doubtWait = min(2*doubtWait, inDoubtMaxWait)
+			attempt--
+			continue
 		}
 		rebuilt := make(map[string]*analytics.ExerciseAgg, len(rebuilds))
 		for i, f := range rebuilds {
@@ -131,6 +161,7 @@ func Analytics(ctx workflow.Context, in AnalyticsInput) (AnalyticsResult, error)
 			rebuilt[plan.Rebuild[i]] = agg
 			progress.Rebuilt++
 		}
+		cancel()
 		progress.Phase = "committing"
 		var report json.RawMessage
 		err := workflow.ExecuteActivity(ctx, a.CommitAnalytics, activities.CommitInput{

@@ -1,11 +1,13 @@
 package workflows_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -265,5 +267,67 @@ func TestAnalyticsCatchUpCountsWhatWasArchivedBefore(t *testing.T) {
 	}
 	if want := analyticsNow.Add(27 * time.Second); doc.GeneratedAt.Before(want) {
 		t.Errorf("report generated at %s, before the waits ended (%s): the run did not sleep them", doc.GeneratedAt, want)
+	}
+}
+
+// doubtingStore is a store whose first reads of ranges find a result in
+// doubt (an archive attempt not settled yet).
+type doubtingStore struct {
+	store.Store
+	mu     sync.Mutex // ranges are read in parallel
+	doubts int
+	reads  int
+}
+
+func (s *doubtingStore) ResultsArrived(ctx context.Context, r store.ArrivalRange, fn func([]event.Result) error) error {
+	s.mu.Lock()
+	s.reads++
+	doubt := s.doubts > 0
+	if doubt {
+		s.doubts--
+	}
+	s.mu.Unlock()
+	if doubt {
+		// Part of the range was passed on before the doubt was found.
+		if err := s.Store.ResultsArrived(ctx, r, fn); err != nil {
+			return err
+		}
+		return &store.InDoubtError{ID: "r000001", Arrival: r.UpTo}
+	}
+	return s.Store.ResultsArrived(ctx, r, fn)
+}
+
+// TestAnalyticsWaitsOutResultsInDoubt: a range that finds a result in
+// doubt makes the run wait, on a durable timer, and plan again; what the
+// doubting reads passed on is not counted, and the report in the end is
+// the full recomputation.
+func TestAnalyticsWaitsOutResultsInDoubt(t *testing.T) {
+	inner, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "acu.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	if _, err := inner.PutResults(context.Background(), randomResults(rand.New(rand.NewPCG(5, 6)), 1000, 0)); err != nil {
+		t.Fatal(err)
+	}
+	th := testkit.Thresholds{"ex0": 50, "ex1": 70}
+	st := &doubtingStore{Store: inner, doubts: 2}
+	res := runAnalytics(t, st, th, workflows.AnalyticsInput{ChunkSize: 400})
+	// The same document but for generated_at, which the waits moved.
+	got := bytes.Replace(res.Report, []byte(`"generated_at":"2026-11-28T12:00:05Z"`), []byte(`"generated_at":"2026-11-28T12:00:00Z"`), 1)
+	if want := full(t, inner, th, 5); string(got) != string(want) {
+		t.Fatalf("report after the doubts\n%s\nfull recomputation\n%s", res.Report, want)
+	}
+	if st.doubts != 0 || st.reads < 3+2 {
+		t.Fatalf("%d doubts left, %d range reads: the run did not plan again", st.doubts, st.reads)
+	}
+	var doc struct {
+		GeneratedAt time.Time `json:"generated_at"`
+	}
+	if err := json.Unmarshal(res.Report, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if want := analyticsNow.Add(5 * time.Second); !doc.GeneratedAt.Equal(want) {
+		t.Errorf("report generated at %s, want after the one wait of 5 s (%s)", doc.GeneratedAt, want)
 	}
 }

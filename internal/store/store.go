@@ -6,6 +6,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/acu-patrol/acu/internal/event"
@@ -106,11 +107,15 @@ type Store interface {
 	MarkWait(ctx context.Context, t time.Time) (time.Duration, error)
 	// SplitArrivals cuts (after, upTo] into ranges for parallel reads; size
 	// is the number of results a range should hold where positions count
-	// results, which backends with time positions may ignore.
+	// results, which backends with time positions may ignore. Reading
+	// every range it returns reads (after, upTo], each identity once.
 	SplitArrivals(ctx context.Context, after, upTo, size int64) ([]ArrivalRange, error)
-	// ResultsArrived calls fn with the results whose arrival position is in
-	// (after, upTo], each identity once, in pages.
-	ResultsArrived(ctx context.Context, after, upTo int64, fn func([]Result) error) error
+	// ResultsArrived calls fn with the results of the range, each identity
+	// once, in pages. It returns an *InDoubtError, after calling fn for
+	// some pages maybe, when an identity of the range cannot be placed
+	// yet: the caller discards what it got and reads again later, with a
+	// later mark.
+	ResultsArrived(ctx context.Context, r ArrivalRange, fn func([]Result) error) error
 	// ExerciseResults calls fn with the exercise's results whose arrival
 	// position is at or below upTo, in pages of at most pageSize.
 	ExerciseResults(ctx context.Context, exerciseID string, upTo int64, pageSize int, fn func([]Result) error) error
@@ -137,8 +142,36 @@ const UnknownInserted = -1
 // ErrStale is returned by SaveAnalytics when another run saved first.
 var ErrStale = errors.New("the analytics state moved since it was read")
 
-// ArrivalRange is the arrival positions in (After, UpTo].
-type ArrivalRange struct{ After, UpTo int64 }
+// ArrivalRange is the arrival positions in (After, UpTo] of the identities
+// in part Part of Parts.
+type ArrivalRange struct {
+	After, UpTo int64
+	// Part and Parts, when Parts is not 0, restrict the range to one of
+	// Parts disjoint sets of identities, in which every arrival of an
+	// identity between After and UpTo is: one reader then sees all of
+	// them, in order. Parts 0 is every identity.
+	Part  int `json:",omitempty"`
+	Parts int `json:",omitempty"`
+}
+
+// InDoubtError says that an identity arrived at Arrival but that where it
+// counts is not settled yet: the attempt that arrived then is not its
+// canonical one, and the canonical one is missing (no attempt of it has
+// completed yet) or arrived after the range (at Canonical). Counting the
+// identity or leaving it out could count it never or twice; once the
+// archiver completes it and the mark passes it, it is settled.
+type InDoubtError struct {
+	ID        string
+	Arrival   int64
+	Canonical int64 // 0: no complete attempt
+}
+
+func (e *InDoubtError) Error() string {
+	if e.Canonical == 0 {
+		return fmt.Sprintf("result %s arrived at %d but has no complete attempt in the archive yet", e.ID, e.Arrival)
+	}
+	return fmt.Sprintf("result %s arrived at %d but its complete attempt arrived at %d, after the range", e.ID, e.Arrival, e.Canonical)
+}
 
 // SplitEvery cuts (after, upTo] into consecutive ranges of size positions
 // (the last one shorter).

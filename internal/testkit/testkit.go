@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acu-patrol/acu/internal/event"
+	"github.com/acu-patrol/acu/internal/store"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
@@ -170,7 +171,7 @@ func Temporal(t testing.TB, searchAttributes map[string]enumspb.IndexedValueType
 // Archive is the part of a store that lists what it has archived.
 type Archive interface {
 	ArrivalMark(ctx context.Context) (int64, error)
-	ResultsArrived(ctx context.Context, after, upTo int64, fn func([]event.Result) error) error
+	ResultsArrived(ctx context.Context, r store.ArrivalRange, fn func([]event.Result) error) error
 }
 
 // Archived returns every result archived up to the store's arrival mark.
@@ -182,7 +183,7 @@ func Archived(t testing.TB, s Archive) []event.Result {
 		t.Fatal(err)
 	}
 	var out []event.Result
-	if err := s.ResultsArrived(ctx, 0, top, func(rs []event.Result) error {
+	if err := s.ResultsArrived(ctx, store.ArrivalRange{UpTo: top}, func(rs []event.Result) error {
 		out = append(out, rs...)
 		return nil
 	}); err != nil {

@@ -5,6 +5,7 @@ package cassandra
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -31,26 +32,54 @@ func waitSettled(t *testing.T, s *Store) int64 {
 	return testkit.Settle(t, s, 3*s.cfg.Settle)
 }
 
+// arrived reads (after, upTo] as the analytics do, range by range of
+// SplitArrivals; fn, if set, is called after each page.
 func arrived(t *testing.T, s *Store, after, upTo int64) map[string]event.Result {
 	t.Helper()
-	out := map[string]event.Result{}
-	if err := s.ResultsArrived(context.Background(), after, upTo, func(rs []event.Result) error {
-		for _, r := range rs {
-			if _, dup := out[r.ID]; dup {
-				t.Errorf("%s read twice", r.ID)
-			}
-			out[r.ID] = r
-		}
-		return nil
-	}); err != nil {
+	out, err := arrivedErr(t, s, after, upTo, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return out
 }
 
-// TestMigrateConcurrentlyOnRealCassandra: acu setup from several machines
-// at once creates one schema, and the services then open it; a service
-// started before setup is told to run it.
+func arrivedErr(t *testing.T, s *Store, after, upTo int64, fn func()) (map[string]event.Result, error) {
+	t.Helper()
+	ranges, err := s.SplitArrivals(context.Background(), after, upTo, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]event.Result{}
+	for _, r := range ranges {
+		if err := s.ResultsArrived(context.Background(), r, func(rs []event.Result) error {
+			for _, r := range rs {
+				if _, dup := out[r.ID]; dup {
+					t.Errorf("%s read twice", r.ID)
+				}
+				out[r.ID] = r
+			}
+			if fn != nil {
+				fn()
+			}
+			return nil
+		}); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// inDoubt reads (after, upTo] and returns the InDoubtError it must end in.
+func inDoubt(t *testing.T, s *Store, after, upTo int64) *store.InDoubtError {
+	t.Helper()
+	_, err := arrivedErr(t, s, after, upTo, nil)
+	var doubt *store.InDoubtError
+	if !errors.As(err, &doubt) {
+		t.Fatalf("reading (%d, %d]: %v, want an InDoubtError", after, upTo, err)
+	}
+	return doubt
+}
+
 func TestMigrateConcurrentlyOnRealCassandra(t *testing.T) {
 	cfg := itConfig(t, "")
 	ctx := context.Background()
@@ -147,13 +176,15 @@ func TestHalfWrittenBatchesOnRealCassandra(t *testing.T) {
 	a := event.Result{ID: "a", StudentID: "s1", ExerciseID: "ex", Timestamp: ts, Metric: 10}
 	b := event.Result{ID: "b", StudentID: "s2", ExerciseID: "ex", Timestamp: ts, Metric: 20}
 
-	// Crash 1: only the index rows of a were written.
-	if err := s.putIndex(ctx, []*event.Result{&a}, s.arrival()); err != nil {
+	// Crash 1: only the index rows of a were written. a is in doubt (its
+	// redelivery will place it), neither counted nor skipped.
+	arrA := s.arrival()
+	if err := s.putIndex(ctx, []*event.Result{&a}, arrA); err != nil {
 		t.Fatal(err)
 	}
 	mark0 := waitSettled(t, s)
-	if got := arrived(t, s, 0, mark0); len(got) != 0 {
-		t.Errorf("an identity with index rows only is counted: %v", got)
+	if d := inDoubt(t, s, 0, mark0); d.ID != "a" || d.Arrival != arrA || d.Canonical != 0 {
+		t.Errorf("an identity with index rows only: %+v, want in doubt at %d with no complete attempt", d, arrA)
 	}
 	// Crash 2: b fully written by one attempt, then a later attempt with
 	// another content dies after its index rows.
@@ -176,7 +207,7 @@ func TestHalfWrittenBatchesOnRealCassandra(t *testing.T) {
 	if len(got) != 2 || got["a"].Metric != 10 || got["b"].Metric != 20 {
 		t.Errorf("after redelivery: %v", got)
 	}
-	if again := arrived(t, s, 0, mark1); len(again) != 2 {
+	if again := arrived(t, s, 0, mark1); len(again) != 2 || again["a"].Metric != 10 || again["b"].Metric != 20 {
 		t.Errorf("whole range: %v", again)
 	}
 	var ex []event.Result
@@ -233,6 +264,114 @@ func TestHalfWrittenBatchesOnRealCassandra(t *testing.T) {
 			t.Errorf("FollowUpResults(%s, %s) = %v, want %d results", w.student, w.exercise, rs, w.want)
 		}
 	}
+}
+
+// landLate writes what an attempt stamped at arrival whose arbiter write
+// failed for its writer and landed later (a hint replayed, a replica that
+// had it read at last) leaves in the end: its results_by_id row, with the
+// attempt's cell timestamp.
+func landLate(t *testing.T, s *Store, r *event.Result, arrival int64) {
+	t.Helper()
+	if err := s.exec(context.Background(), []group{{rows: []*event.Result{r}}}, invertedBase-arrival, insertByID,
+		func(r *event.Result) []any {
+			return []any{bucketOf(r.ID), r.ID, r.ExerciseID, r.StudentID, r.Timestamp.UnixMilli(), arrival}
+		}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLateAttemptsOnRealCassandra: an attempt that failed for the archiver
+// after its index and query rows, whose arbiter row lands later, once the
+// retry has completed. Whenever it lands, the identity counts once over
+// the successive reads of the analytics: before, the arrival that was not
+// canonical when read was skipped and the retry's arrival, read after the
+// late row landed, was skipped too (counted never).
+func TestLateAttemptsOnRealCassandra(t *testing.T) {
+	ctx := context.Background()
+	ts := time.Now().UTC().Truncate(time.Millisecond)
+	open := func(t *testing.T) (*Store, func(*event.Result, int64)) {
+		s, err := Open(ctx, itConfig(t, ""), Options{Migrate: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		failed := func(r *event.Result, arrival int64) {
+			t.Helper()
+			if err := s.putIndex(ctx, []*event.Result{r}, arrival); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.putQueryRows(ctx, []*event.Result{r}, arrival); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return s, failed
+	}
+
+	// The failed attempt's minute is read before the retry is settled, and
+	// its row lands after that read.
+	t.Run("between runs", func(t *testing.T) {
+		s, failed := open(t)
+		x := event.Result{ID: "x", StudentID: "s1", ExerciseID: "ex", Timestamp: ts, Metric: 10}
+		arrX := s.arrival()
+		failed(&x, arrX)
+		if _, err := s.PutResults(ctx, []event.Result{x}); err != nil {
+			t.Fatal(err)
+		}
+		mark := waitSettled(t, s)
+		mid := arrX + 1 // the retry arrived after it
+		if d := inDoubt(t, s, 0, mid); d.ID != "x" || d.Arrival != arrX || d.Canonical <= mid {
+			t.Errorf("x read before its retry is settled: %+v, want in doubt at %d, canonical after %d", d, arrX, mid)
+		}
+		landLate(t, s, &x, arrX)
+		first, second := arrived(t, s, 0, mid), arrived(t, s, mid, mark)
+		if len(first)+len(second) != 1 {
+			t.Errorf("x counted %d times over (0, %d] and (%d, %d]: %v %v", len(first)+len(second), mid, mid, mark, first, second)
+		}
+	})
+
+	// The failed attempt and the retry in two minutes of one range, the late
+	// row landing while the range is read, between the two minutes. z,
+	// complete in the failed attempt's minute and in y's part, is read first
+	// and lets the row land then.
+	t.Run("within a range", func(t *testing.T) {
+		s, failed := open(t)
+		y := event.Result{ID: "y", StudentID: "s2", ExerciseID: "ex", Timestamp: ts, Metric: 20}
+		var z event.Result
+		for i := 0; ; i++ {
+			z = event.Result{ID: fmt.Sprintf("z%d", i), StudentID: "s3", ExerciseID: "ex", Timestamp: ts, Metric: 30}
+			if shardOf(z.ID) == shardOf(y.ID) {
+				break
+			}
+		}
+		arrY := s.arrival() - 2*minuteUS // a minute of its own, before the retry's
+		failed(&y, arrY)
+		failed(&z, arrY)
+		landLate(t, s, &z, arrY) // z's attempt completed
+		if _, err := s.PutResults(ctx, []event.Result{y}); err != nil {
+			t.Fatal(err)
+		}
+		mark := waitSettled(t, s)
+		landed := false
+		got, err := arrivedErr(t, s, 0, mark, func() {
+			if !landed {
+				landLate(t, s, &y, arrY)
+				landed = true
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !landed {
+			t.Fatal("z's minute was not read")
+		}
+		if _, ok := got["y"]; !ok || len(got) != 2 {
+			t.Errorf("reading y's minutes while its failed attempt landed: %v, want y and z once each", got)
+		}
+		// Read again now that it has landed: y counts at its first arrival.
+		if again := arrived(t, s, 0, mark); len(again) != 2 {
+			t.Errorf("reading them again: %v", again)
+		}
+	})
 }
 
 // TestInexactConsistencyRefusedOnRealCassandra: ONE reads and writes on a

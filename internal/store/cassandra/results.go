@@ -1,11 +1,13 @@
 package cassandra
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"hash/fnv"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -392,13 +394,13 @@ func (s *Store) MarkWait(ctx context.Context, t time.Time) (time.Duration, error
 	return max(0, time.Until(t.Add(s.cfg.Settle+time.Microsecond))), nil
 }
 
-// maxRanges bounds how many ranges SplitArrivals returns.
-const maxRanges = 16
-
-// SplitArrivals cuts (after, upTo] at minute boundaries into at most
-// maxRanges ranges holding similar numbers of non-empty arrival minutes
-// (size is ignored: positions are times here); none when no minute in it
-// has arrivals.
+// SplitArrivals returns, when a minute of (after, upTo] has arrivals, one
+// range per shard of results_by_arrival, each over the whole interval (size
+// is ignored: positions are times here). Every arrival of an identity is in
+// its identity's shard, so the reader of a shard sees all of them, in
+// arrival order: ResultsArrived places an identity by what it read earlier
+// in the same range, which is what keeps an attempt that lands late (below)
+// from being counted never or twice.
 func (s *Store) SplitArrivals(ctx context.Context, after, upTo, _ int64) ([]store.ArrivalRange, error) {
 	if upTo <= after {
 		return nil, nil
@@ -410,16 +412,10 @@ func (s *Store) SplitArrivals(ctx context.Context, after, upTo, _ int64) ([]stor
 	if len(minutes) == 0 {
 		return nil, nil
 	}
-	// Cut before the first minute of each chunk but the first; the ranges
-	// then cover (after, upTo] with no gap or overlap.
-	per := (len(minutes) + maxRanges - 1) / maxRanges
-	out := []store.ArrivalRange{{After: after}}
-	for i := per; i < len(minutes); i += per {
-		cut := minutes[i]*minuteUS - 1
-		out[len(out)-1].UpTo = cut
-		out = append(out, store.ArrivalRange{After: cut})
+	out := make([]store.ArrivalRange, shards)
+	for i := range out {
+		out[i] = store.ArrivalRange{After: after, UpTo: upTo, Part: i, Parts: shards}
 	}
-	out[len(out)-1].UpTo = upTo
 	return out, nil
 }
 
@@ -448,17 +444,70 @@ type candidate struct {
 	day     int32
 }
 
-// ResultsArrived calls fn, once per arrival minute, with the results whose
-// canonical arrival is in (after, upTo]: each arrival row is checked against
+// placer decides where each identity of a range counts: at exactly one of
+// its arrivals, its canonical attempt's (the earliest complete attempt's,
+// results_by_id). An attempt can fail for its writer yet land later (a
+// hint replayed, a replica that had it read at last): it then becomes the
+// canonical one although an earlier read did not see it. So the placer
+// decides each identity once per range, from the first of its arrivals it
+// meets, and remembers a decision that points later in the range; and it
+// refuses (InDoubtError) an identity whose canonical attempt is missing or
+// after the range, which later reads could place anywhere.
+type placer struct {
+	upTo int64
+	// legacy: a range of every shard cut by time (Parts 0, planned before
+	// ranges were by shard): count an arrival iff it is the canonical one.
+	legacy bool
+	// later holds the identities whose canonical arrival is later in the
+	// range than the arrival that decided them.
+	later map[string]int64
+}
+
+// counts tells whether the identity counts at arrival c; ok says whether
+// its canonical attempt was found.
+func (p *placer) counts(c candidate, canon canon, ok bool) (bool, error) {
+	if p.legacy {
+		return ok && canon.arrival == c.arrival, nil
+	}
+	if at, decided := p.later[c.id]; decided {
+		return at == c.arrival, nil
+	}
+	switch {
+	case !ok:
+		return false, &store.InDoubtError{ID: c.id, Arrival: c.arrival}
+	case canon.arrival == c.arrival:
+		return true, nil
+	case canon.arrival < c.arrival:
+		// Counted at that arrival: earlier in this range (it was canonical
+		// when read, or a decision above points here), or in a range read
+		// before this one.
+		return false, nil
+	case canon.arrival <= p.upTo:
+		p.later[c.id] = canon.arrival
+		return false, nil
+	default:
+		return false, &store.InDoubtError{ID: c.id, Arrival: c.arrival, Canonical: canon.arrival}
+	}
+}
+
+// ResultsArrived calls fn, once per arrival minute, with the results of
+// the range that count there (placer): each arrival row is checked against
 // its identity's canonical row (one single-partition IN query per exercise
 // and day), so an identity that arrived several times counts once.
-func (s *Store) ResultsArrived(ctx context.Context, after, upTo int64, fn func([]event.Result) error) error {
-	minutes, err := s.arrivalMinutes(ctx, after, upTo)
+func (s *Store) ResultsArrived(ctx context.Context, r store.ArrivalRange, fn func([]event.Result) error) error {
+	minutes, err := s.arrivalMinutes(ctx, r.After, r.UpTo)
 	if err != nil {
 		return err
 	}
+	var ours []int8
+	for sh := range int8(shards) {
+		if r.Parts <= 0 || int(sh)%r.Parts == r.Part {
+			ours = append(ours, sh)
+		}
+	}
+	p := &placer{upTo: r.UpTo, legacy: r.Parts <= 0, later: map[string]int64{}}
 	for _, minute := range minutes {
-		page, err := s.minuteResults(ctx, minute, after, upTo)
+		page, err := s.minuteResults(ctx, minute, ours, r.After, r.UpTo, p)
 		if err != nil {
 			return err
 		}
@@ -472,16 +521,18 @@ func (s *Store) ResultsArrived(ctx context.Context, after, upTo int64, fn func([
 	return nil
 }
 
-func (s *Store) minuteResults(ctx context.Context, minute, after, upTo int64) ([]event.Result, error) {
-	// The arrivals of the minute, by exercise.
-	type key struct {
-		exercise string
-		day      int32
-	}
+// exerciseDay is a results_by_exercise partition.
+type exerciseDay struct {
+	exercise string
+	day      int32
+}
+
+func (s *Store) minuteResults(ctx context.Context, minute int64, ours []int8, after, upTo int64, p *placer) ([]event.Result, error) {
+	// The arrivals of the minute, by exercise and day.
 	var mu sync.Mutex
-	cands := map[key][]candidate{}
+	cands := map[exerciseDay][]candidate{}
 	g, gctx := errgroup.WithContext(ctx)
-	for shard := range int8(shards) {
+	for _, shard := range ours {
 		g.Go(func() error {
 			iter := s.session.Query(`SELECT arrival, id, exercise_id, ts FROM results_by_arrival
 				WHERE minute = ? AND shard = ? AND arrival > ? AND arrival <= ?`, minute, shard, after, upTo).
@@ -489,10 +540,10 @@ func (s *Store) minuteResults(ctx context.Context, minute, after, upTo int64) ([
 			var c candidate
 			var ex string
 			var ts int64
-			local := map[key][]candidate{}
+			local := map[exerciseDay][]candidate{}
 			for iter.Scan(&c.arrival, &c.id, &ex, &ts) {
 				c.day = dayOfMS(ts)
-				k := key{ex, c.day}
+				k := exerciseDay{ex, c.day}
 				local[k] = append(local[k], c)
 			}
 			if err := iter.Close(); err != nil {
@@ -509,23 +560,38 @@ func (s *Store) minuteResults(ctx context.Context, minute, after, upTo int64) ([
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	// Keep the arrivals that are their identity's canonical attempt (at most
-	// one per identity, ever), and read them from that attempt's partition.
-	var ids []string
+	var all []candidate
 	for _, cs := range cands {
-		for _, c := range cs {
-			ids = append(ids, c.id)
-		}
+		all = append(all, cs...)
+	}
+	ids := make([]string, len(all))
+	for i, c := range all {
+		ids[i] = c.id
 	}
 	canons, err := s.canonicals(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
+	// Place each arrival, in arrival order, so that an identity is decided
+	// by its first arrival, as in the minutes before.
+	slices.SortFunc(all, func(a, b candidate) int {
+		return cmp.Or(cmp.Compare(a.arrival, b.arrival), strings.Compare(a.id, b.id))
+	})
+	counted := map[candidate]bool{}
+	for _, c := range all {
+		cn, ok := canons[c.id]
+		yes, err := p.counts(c, cn, ok)
+		if err != nil {
+			return nil, err
+		}
+		counted[c] = yes
+	}
+	// Read the counted ones from their attempt's partition.
 	var out []event.Result
 	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(inFlight)
 	for k, cs := range cands {
-		cs = slices.DeleteFunc(cs, func(c candidate) bool { return canons[c.id].arrival != c.arrival })
+		cs = slices.DeleteFunc(cs, func(c candidate) bool { return !counted[c] })
 		for chunk := range slices.Chunk(cs, batchRows) {
 			g.Go(func() error {
 				ids := make([]string, len(chunk))

@@ -33,9 +33,11 @@ func (s *Store) SplitArrivals(_ context.Context, after, upTo, size int64) ([]sto
 // resultsArrivedPage is the page size of ResultsArrived.
 const resultsArrivedPage = 20_000
 
-// ResultsArrived calls fn with the results with after < seq <= upTo, in seq
-// order, in pages.
-func (s *Store) ResultsArrived(ctx context.Context, after, upTo int64, fn func([]event.Result) error) error {
+// ResultsArrived calls fn with the results with r.After < seq <= r.UpTo,
+// in seq order, in pages. One row per identity: nothing is ever in doubt,
+// and the parts are ignored (SplitArrivals makes none).
+func (s *Store) ResultsArrived(ctx context.Context, r store.ArrivalRange, fn func([]event.Result) error) error {
+	after, upTo := r.After, r.UpTo
 	for after < upTo {
 		next := min(after+resultsArrivedPage, upTo)
 		page, err := s.resultsBySeq(ctx, after, next)

@@ -265,15 +265,30 @@ func sortByTime(rs []store.Result) {
 	})
 }
 
-// arrived returns what ResultsArrived(after, upTo] passes to fn, all pages.
+// arrived returns the results of (after, upTo] as the analytics read them:
+// every range SplitArrivals cuts it into, all pages.
 func arrived(t *testing.T, s store.Store, after, upTo int64) []store.Result {
 	t.Helper()
+	ranges, err := s.SplitArrivals(t.Context(), after, upTo, 1000)
+	if err != nil {
+		t.Fatalf("SplitArrivals(%d, %d): %v", after, upTo, err)
+	}
 	var out []store.Result
-	if err := s.ResultsArrived(t.Context(), after, upTo, func(page []store.Result) error {
+	for _, r := range ranges {
+		out = append(out, arrivedRange(t, s, r)...)
+	}
+	return out
+}
+
+// arrivedRange returns what ResultsArrived(r) passes to fn, all pages.
+func arrivedRange(t *testing.T, s store.Store, r store.ArrivalRange) []store.Result {
+	t.Helper()
+	var out []store.Result
+	if err := s.ResultsArrived(t.Context(), r, func(page []store.Result) error {
 		out = append(out, page...)
 		return nil
 	}); err != nil {
-		t.Fatalf("ResultsArrived(%d, %d): %v", after, upTo, err)
+		t.Fatalf("ResultsArrived(%+v): %v", r, err)
 	}
 	return out
 }
@@ -517,7 +532,7 @@ func testResultsArrived(t *testing.T, b Backend) {
 
 	stop := errors.New("stop here")
 	calls := 0
-	err := s.ResultsArrived(ctx, 0, mark, func([]store.Result) error { calls++; return stop })
+	err := s.ResultsArrived(ctx, store.ArrivalRange{UpTo: mark}, func([]store.Result) error { calls++; return stop })
 	if !errors.Is(err, stop) {
 		t.Errorf("ResultsArrived with fn failing returned %v, want fn's error", err)
 	}
@@ -651,19 +666,22 @@ func testSplitArrivals(t *testing.T, b Backend) {
 			checkRanges(t, what, iv.after, iv.upTo, ranges)
 			var got []store.Result
 			for _, r := range ranges {
-				got = append(got, arrived(t, s, r.After, r.UpTo)...)
+				got = append(got, arrivedRange(t, s, r)...)
 			}
 			checkSet(t, what+": results of the ranges", got, iv.want.results())
 		}
-		checkSet(t, "ResultsArrived"+iv.name, arrived(t, s, iv.after, iv.upTo), iv.want.results())
+		checkSet(t, "ResultsArrived"+iv.name+" in one range of every part",
+			arrivedRange(t, s, store.ArrivalRange{After: iv.after, UpTo: iv.upTo}), iv.want.results())
 	}
 	if rs, err := s.SplitArrivals(ctx, mark2, mark2, 7); err != nil || len(rs) != 0 {
 		t.Errorf("SplitArrivals(mark2, mark2, 7) = %v, %v; want no ranges", rs, err)
 	}
 }
 
-// checkRanges checks that ranges are non-empty, in order, and tile
-// (after, upTo] without gaps or overlaps.
+// checkRanges checks that ranges are non-empty and that their intervals
+// follow each other and tile (after, upTo] without gaps or overlaps, each
+// interval either one range of every identity (Parts 0) or one range for
+// each of its Parts parts.
 func checkRanges(t *testing.T, what string, after, upTo int64, ranges []store.ArrivalRange) {
 	t.Helper()
 	if len(ranges) == 0 {
@@ -671,7 +689,8 @@ func checkRanges(t *testing.T, what string, after, upTo int64, ranges []store.Ar
 		return
 	}
 	next := after
-	for i, r := range ranges {
+	for i := 0; i < len(ranges); {
+		r := ranges[i]
 		if r.After >= r.UpTo || r.After < after || r.UpTo > upTo {
 			t.Errorf("%s: range %d (%d, %d] is empty or outside (%d, %d]", what, i, r.After, r.UpTo, after, upTo)
 		}
@@ -679,6 +698,18 @@ func checkRanges(t *testing.T, what string, after, upTo int64, ranges []store.Ar
 			t.Errorf("%s: range %d starts after %d, want %d (ranges must follow each other without gap or overlap)", what, i, r.After, next)
 		}
 		next = r.UpTo
+		n := max(r.Parts, 1)
+		for p := range n {
+			if i+p >= len(ranges) {
+				t.Errorf("%s: interval (%d, %d] has %d of its %d parts", what, r.After, r.UpTo, p, n)
+				return
+			}
+			q := ranges[i+p]
+			if q.After != r.After || q.UpTo != r.UpTo || q.Parts != r.Parts || (r.Parts > 0 && q.Part != p) || (r.Parts == 0 && q.Part != 0) {
+				t.Errorf("%s: range %d is %+v, want part %d of %d of (%d, %d]", what, i+p, q, p, r.Parts, r.After, r.UpTo)
+			}
+		}
+		i += n
 	}
 	if next != upTo {
 		t.Errorf("%s: the ranges end at %d, want %d", what, next, upTo)
