@@ -189,6 +189,20 @@ func analyticsIncrementalEqualsFull(t *testing.T, st store.Store, settle func())
 	}
 }
 
+// archiveOf returns a SQLite store holding rs, closed with the test.
+func archiveOf(t *testing.T, rs []event.Result) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "acu.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if _, err := st.PutResults(context.Background(), rs); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // settlingStore is a store whose arrival mark lags: it covers nothing until
 // MarkWait has answered 0 once, after the waits queued in it.
 type settlingStore struct {
@@ -221,14 +235,7 @@ func (s *settlingStore) ArrivalMark(ctx context.Context) (int64, error) {
 // covers its start, and then counts what was archived before it; a
 // scheduled run does not wait and counts what the mark covers.
 func TestAnalyticsCatchUpCountsWhatWasArchivedBefore(t *testing.T) {
-	inner, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "acu.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inner.Close()
-	if _, err := inner.PutResults(context.Background(), randomResults(rand.New(rand.NewPCG(3, 4)), 300, 0)); err != nil {
-		t.Fatal(err)
-	}
+	inner := archiveOf(t, randomResults(rand.New(rand.NewPCG(3, 4)), 300, 0))
 	th := testkit.Thresholds{"ex0": 50}
 	counted := func(res workflows.AnalyticsResult) int {
 		t.Helper()
@@ -302,14 +309,7 @@ func (s *doubtingStore) ResultsArrived(ctx context.Context, r store.ArrivalRange
 // doubting reads passed on is not counted, and the report in the end is
 // the full recomputation.
 func TestAnalyticsWaitsOutResultsInDoubt(t *testing.T) {
-	inner, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "acu.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inner.Close()
-	if _, err := inner.PutResults(context.Background(), randomResults(rand.New(rand.NewPCG(5, 6)), 1000, 0)); err != nil {
-		t.Fatal(err)
-	}
+	inner := archiveOf(t, randomResults(rand.New(rand.NewPCG(5, 6)), 1000, 0))
 	th := testkit.Thresholds{"ex0": 50, "ex1": 70}
 	st := &doubtingStore{Store: inner, doubts: 2}
 	res := runAnalytics(t, st, th, workflows.AnalyticsInput{ChunkSize: 400})
