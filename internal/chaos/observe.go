@@ -144,6 +144,43 @@ func ListDeployments(ctx context.Context, tc client.Client) ([]Execution, error)
 	}
 }
 
+// ArchiveMarkEnds returns the results topic's end offsets a deployment's
+// follow-up took as its archive mark: the result of its ArchiveMark local
+// activity, read from the run's history as an operator would read it in
+// the UI (a marker named LocalActivity). False when the run has none.
+func ArchiveMarkEnds(ctx context.Context, tc client.Client, x Execution) (map[int32]int64, bool, error) {
+	ends, found, err := archiveMarkIn(tc.GetWorkflowHistory(ctx, x.WorkflowID, x.RunID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT))
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: %w", x.WorkflowID, err)
+	}
+	return ends, found, nil
+}
+
+// archiveMarkIn is ArchiveMarkEnds over a history.
+func archiveMarkIn(it client.HistoryEventIterator) (map[int32]int64, bool, error) {
+	dc := converter.GetDefaultDataConverter()
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			return nil, false, err
+		}
+		m := ev.GetMarkerRecordedEventAttributes()
+		if m == nil || m.MarkerName != "LocalActivity" {
+			continue
+		}
+		var data struct{ ActivityType string }
+		if err := dc.FromPayloads(m.Details["data"], &data); err != nil || data.ActivityType != "ArchiveMark" {
+			continue
+		}
+		var mark struct{ Ends map[int32]int64 }
+		if err := dc.FromPayloads(m.Details["result"], &mark); err != nil {
+			return nil, false, fmt.Errorf("the ArchiveMark marker does not decode: %w", err)
+		}
+		return mark.Ends, true, nil
+	}
+	return nil, false, nil
+}
+
 // CountOpenDeployments counts the PatrolDeployment runs still running.
 func CountOpenDeployments(ctx context.Context, tc client.Client) (int64, error) {
 	resp, err := tc.CountWorkflow(ctx, &workflowservice.CountWorkflowExecutionsRequest{

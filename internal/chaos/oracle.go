@@ -436,6 +436,49 @@ func (o *Oracle) FollowUp(r Result, th float64) (status string, results int) {
 	}
 }
 
+// FollowUpMarked returns the follow-up outcomes a deployment for result r
+// judged with th may end in when its check saw the archive as of ends, the
+// results topic's end offsets its ArchiveMark took: a result of the window
+// below ends was archived before the check read (AwaitArchive waited for
+// it), one at or above ends reached Kafka after the mark and may or may not
+// have been archived by then (§2.3: the check sees what was sent by its
+// deadline, and a record held up in a producer past it is not). The
+// outcomes are sorted; FollowUp's is among them.
+func (o *Oracle) FollowUpMarked(r Result, th float64, ends map[int32]int64) []string {
+	var seen, passed, lateFail, latePass int
+	for _, f := range o.byPair[studentExercise{r.StudentID, r.ExerciseID}] {
+		if !f.Timestamp.After(r.Timestamp) || f.Timestamp.After(r.Timestamp.Add(o.followUpAfter)) {
+			continue
+		}
+		below := f.Offset < ends[f.Partition]
+		switch pass := f.Metric >= th; {
+		case below && pass:
+			passed++
+		case below:
+			seen++
+		case pass:
+			latePass++
+		default:
+			lateFail++
+		}
+	}
+	if passed > 0 {
+		return []string{statusRecovered}
+	}
+	var out []string
+	if latePass > 0 {
+		out = append(out, statusRecovered)
+	}
+	if seen > 0 || lateFail > 0 {
+		out = append(out, statusStillFailing)
+	}
+	if seen == 0 {
+		out = append(out, statusNoAttempt)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Malformed returns the records that must be in the DLQ (§2.1: every
 // record that breaks a rule), by partition and offset, each with the first
 // rule it breaks.
@@ -926,6 +969,11 @@ type ReportInput struct {
 	// Expectation is ambiguous (Deployments' may is empty and every
 	// Statuses has one entry).
 	Deployed map[string]float64
+	// Outcomes are follow-up outcomes to count instead of the oracle's, by
+	// workflow ID: those of deployments whose check legitimately missed a
+	// result that reached the results topic after its mark (see
+	// FollowUpMarked). Only for deployments in Deployed.
+	Outcomes map[string]string
 }
 
 // Hotspot parameters: §2.4's defaults.
@@ -1067,23 +1115,44 @@ func geohashCentre(cell string) (lat, lon float64) {
 // with th: the first occurrence that fails under th is the one judged (the
 // archived one if none does: an extra deployment, counted all the same).
 func (o *Oracle) deployedStatus(workflowID string, th float64) (exercise, status string, ok bool) {
-	id, found := strings.CutPrefix(workflowID, workflowIDPrefix)
-	occ := o.occurrences[id]
-	if !found || len(occ) == 0 {
+	r, ok := o.deployedResult(workflowID, th)
+	if !ok {
 		return "", "", false
-	}
-	r := occ[0]
-	if i := slices.IndexFunc(occ, func(r Result) bool { return r.Metric < th }); i >= 0 {
-		r = occ[i]
 	}
 	status, _ = o.FollowUp(r, th)
 	return r.ExerciseID, status, true
 }
 
+// deployedResult is the occurrence an existing deployment judged with th
+// is of (see deployedStatus).
+func (o *Oracle) deployedResult(workflowID string, th float64) (Result, bool) {
+	id, found := strings.CutPrefix(workflowID, workflowIDPrefix)
+	occ := o.occurrences[id]
+	if !found || len(occ) == 0 {
+		return Result{}, false
+	}
+	r := occ[0]
+	if i := slices.IndexFunc(occ, func(r Result) bool { return r.Metric < th }); i >= 0 {
+		r = occ[i]
+	}
+	return r, true
+}
+
+// DeployedMarked is FollowUpMarked for an existing deployment judged with
+// th (see deployedStatus); false when it is of no valid result.
+func (o *Oracle) DeployedMarked(workflowID string, th float64, ends map[int32]int64) ([]string, bool) {
+	r, ok := o.deployedResult(workflowID, th)
+	if !ok {
+		return nil, false
+	}
+	return o.FollowUpMarked(r, th, ends), true
+}
+
 // recovery counts the deployments (§2.4): every one, its follow-up over, so
 // pending is 0; rate = recovered / (recovered + still_failing), null when
 // that is 0. It also returns the deployments it cannot place.
-func (o *Oracle) recovery(deployed map[string]float64) (ReportRecovery, []string) {
+func (o *Oracle) recovery(in ReportInput) (ReportRecovery, []string) {
+	deployed := in.Deployed
 	type dep struct {
 		exercise, status string
 	}
@@ -1099,6 +1168,9 @@ func (o *Oracle) recovery(deployed map[string]float64) (ReportRecovery, []string
 			if !ok {
 				unknown = append(unknown, wid)
 				continue
+			}
+			if st, ok := in.Outcomes[wid]; ok {
+				status = st
 			}
 			deps = append(deps, dep{ex, status})
 		}
@@ -1160,7 +1232,7 @@ func (o *Oracle) ExpectedReport(in ReportInput) (Report, []string) {
 		}
 	}
 	var unknown []string
-	rep.Recovery, unknown = o.recovery(in.Deployed)
+	rep.Recovery, unknown = o.recovery(in)
 	for _, wid := range unknown {
 		notes = append(notes, fmt.Sprintf("deployment %s is of no valid result: not counted", wid))
 	}
@@ -1252,7 +1324,7 @@ func (o *Oracle) CompareReportWith(got []byte, in ReportInput) []string {
 		}
 	}
 
-	want, unknown := o.recovery(in.Deployed)
+	want, unknown := o.recovery(in)
 	for _, wid := range unknown {
 		diffs = append(diffs, fmt.Sprintf("recovery: deployment %s is of no valid result: the oracle cannot count it", wid))
 	}

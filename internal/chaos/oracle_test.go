@@ -662,6 +662,70 @@ func TestOracleHotspots(t *testing.T) {
 	}
 }
 
+// TestOracleFollowUpMarked: a follow-up's check must have seen every
+// result of its window below its archive mark, and may have seen those
+// above; the report then counts the outcome the deployment recorded.
+func TestOracleFollowUpMarked(t *testing.T) {
+	initial := map[string]float64{"ex-a": 50}
+	failing := oracleResult("evt-0", "stu-1", "ex-a", 0, 30)
+	pass := oracleResult("r1", "stu-1", "ex-a", 5000, 60)
+	fail := oracleResult("r2", "stu-1", "ex-a", 6000, 40)
+	cases := []struct {
+		name   string
+		others []string
+		ends   int64 // the mark on partition 0; the failing result is at offset 0
+		want   []string
+	}{
+		{"nothing in the window", nil, 1, []string{"no-attempt"}},
+		{"a pass below the mark", []string{pass}, 2, []string{"recovered"}},
+		{"a pass at the mark", []string{pass}, 1, []string{"no-attempt", "recovered"}},
+		{"a fail below, a pass above", []string{fail, pass}, 2, []string{"recovered", "still-failing"}},
+		{"a pass below, a fail above", []string{pass, fail}, 2, []string{"recovered"}},
+		{"a fail above", []string{fail}, 1, []string{"no-attempt", "still-failing"}},
+		{"a fail and a pass above", []string{fail, pass}, 1, []string{"no-attempt", "recovered", "still-failing"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			recs := []Record{oracleRec(0, 0, failing)}
+			for i, v := range tc.others {
+				recs = append(recs, oracleRec(int64(i+1), 1, v))
+			}
+			o := NewOracle(initial, nil, recs, 10*time.Minute)
+			got, ok := o.DeployedMarked("patrol-evt-0", 50, map[int32]int64{0: tc.ends})
+			if !ok || !slices.Equal(got, tc.want) {
+				t.Errorf("outcomes %v, want %v", got, tc.want)
+			}
+			// The mark past every result allows only the oracle's own outcome.
+			_, only, _ := o.deployedStatus("patrol-evt-0", 50)
+			if got, _ := o.DeployedMarked("patrol-evt-0", 50, map[int32]int64{0: 100}); !slices.Equal(got, []string{only}) {
+				t.Errorf("past every result: %v, want [%s]", got, only)
+			}
+		})
+	}
+
+	t.Run("the report counts the recorded outcome", func(t *testing.T) {
+		o := NewOracle(initial, nil, []Record{oracleRec(0, 0, failing), oracleRec(1, 1, pass)}, 10*time.Minute)
+		lat, lon := geohash.DecodeCenter("u09tv")
+		report := func(recovered, noAttempt int) []byte {
+			return []byte(fmt.Sprintf(`{"generated_at":"2026-11-28T10:00:00Z","exercises":[{"exercise_id":"ex-a","results":2,"mean_metric":45,"pass_rate":0.5,"threshold":50}],`+
+				`"hotspots":[{"exercise_id":"ex-a","cells":[{"geohash":"u09tv","latitude":%v,"longitude":%v,"failures":1}]}],`+
+				`"recovery":{"deployments":1,"recovered":%d,"still_failing":0,"no_attempt":%d,"pending":0,"rate":%s,`+
+				`"by_exercise":[{"exercise_id":"ex-a","deployments":1,"recovered":%[3]d,"still_failing":0,"no_attempt":%[4]d,"pending":0,"rate":%[5]s}]}}`,
+				lat, lon, recovered, noAttempt, map[int]string{0: "null", 1: "1"}[recovered]))
+		}
+		deployed := map[string]float64{"patrol-evt-0": 50}
+		if d := o.CompareReportWith(report(0, 1), ReportInput{Deployed: deployed}); len(d) == 0 {
+			t.Error("no-attempt where the retake passes, with no outcome given: no difference found")
+		}
+		if d := o.CompareReportWith(report(0, 1), ReportInput{Deployed: deployed, Outcomes: map[string]string{"patrol-evt-0": "no-attempt"}}); len(d) != 0 {
+			t.Errorf("the recorded no-attempt given: %v", d)
+		}
+		if d := o.CompareReportWith(report(1, 0), ReportInput{Deployed: deployed}); len(d) != 0 {
+			t.Errorf("recovered: %v", d)
+		}
+	})
+}
+
 // TestOracleReport: a small report exactly, and what CompareReport flags.
 func TestOracleReport(t *testing.T) {
 	recs := []Record{

@@ -27,6 +27,10 @@ type Summary struct {
 	// AmbiguousWrites are probe threshold writes etcd did not confirm (a
 	// timeout): their exercises' judgements are ambiguous from then on.
 	AmbiguousWrites int
+	// LateFollowUps are deployments whose follow-up missed a result of its
+	// window that reached the results topic after its archive mark (allowed:
+	// §2.3's check sees what was sent by its deadline).
+	LateFollowUps []string
 
 	// The broken promises; every one must be 0.
 	Lost       []string // deployments that must exist and were not delivered or not started
@@ -106,7 +110,7 @@ func (s *Summary) Print(w io.Writer) {
 	fmt.Fprintf(tw, "records\t%d\tdistinct valid\t%d\tmalformed\t%d\n", s.Records, s.Valid, s.Malformed)
 	fmt.Fprintf(tw, "deployments expected\t%d\tambiguous\t%d\tdelivered\t%d\n", s.Expected, s.Ambiguous, s.Delivered)
 	fmt.Fprintf(tw, "redeliveries (same key)\t%d\tprobe results\t%d\tquiesced in\t%s\n", s.Redelivery, s.Probes, s.Quiesce.Round(time.Second))
-	fmt.Fprintf(tw, "DLQ redeliveries (same source)\t%d\tambiguous threshold writes\t%d\t\t\n", s.DLQRedelivery, s.AmbiguousWrites)
+	fmt.Fprintf(tw, "DLQ redeliveries (same source)\t%d\tambiguous threshold writes\t%d\tfollow-ups past a late result\t%d\n", s.DLQRedelivery, s.AmbiguousWrites, len(s.LateFollowUps))
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -119,6 +123,9 @@ func (s *Summary) Print(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%d\t%s\n", c.name, c.n, strings.Join(ex, "; "))
 	}
 	tw.Flush()
+	if len(s.LateFollowUps) > 0 {
+		fmt.Fprintf(w, "follow-ups that missed a result reaching Kafka after their archive mark (allowed): %s\n", strings.Join(s.LateFollowUps, ", "))
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "failure → patrol latency (producer to patrol endpoint): calm (no fault between production and delivery) %s; under faults %s\n",
 		Percentiles(s.Calm), Percentiles(s.Faulty))
