@@ -329,6 +329,46 @@ func lastLines(s string, k int) string {
 	return strings.Join(lines, "\n")
 }
 
+// CPUTime is the CPU time the node's processes have used since its cgroup
+// was made (its cpu.stat usage_usec); 0 when it cannot be read.
+func (n *Node) CPUTime() time.Duration {
+	b, err := os.ReadFile(filepath.Join(n.cgroup(), "cpu.stat"))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+			us, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return time.Duration(us) * time.Microsecond
+		}
+	}
+	return 0
+}
+
+// CPUTimes are every node's CPUTime, by name.
+func (c *Cluster) CPUTimes() map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for _, n := range c.Nodes {
+		out[n.Name] = n.CPUTime()
+	}
+	return out
+}
+
+// cpuSince is the CPU time each node used between two CPUTimes: a node
+// whose cgroup was made again in between (its count restarted) is counted
+// from zero.
+func cpuSince(before, after map[string]time.Duration) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for n, a := range after {
+		if b := before[n]; a >= b {
+			out[n] = a - b
+		} else {
+			out[n] = a
+		}
+	}
+	return out
+}
+
 // Pids are the processes in the node's cgroup.
 func (n *Node) Pids() []int {
 	b, err := os.ReadFile(filepath.Join(n.cgroup(), "cgroup.procs"))

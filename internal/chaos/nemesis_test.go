@@ -84,3 +84,23 @@ func TestCalmMeansNoFaultBetweenProductionAndDelivery(t *testing.T) {
 		}
 	}
 }
+
+// The cores busy during a fault: every node's CPU time over the fault's
+// span, a node restarted meanwhile (its cgroup made again) counted from
+// zero.
+func TestFaultBusy(t *testing.T) {
+	before := map[string]time.Duration{"cassandra1": 10 * time.Second, "kafka1": 50 * time.Second}
+	after := map[string]time.Duration{"cassandra1": 25 * time.Second, "kafka1": 5 * time.Second, "worker1": time.Second}
+	cpu := cpuSince(before, after)
+	if cpu["cassandra1"] != 15*time.Second || cpu["kafka1"] != 5*time.Second || cpu["worker1"] != time.Second {
+		t.Fatalf("cpu %v", cpu)
+	}
+	at := time.Unix(0, 0)
+	f := Fault{Injected: at, Recovered: at.Add(10 * time.Second), CPU: cpu}
+	if got := f.Busy(); got != "2.1 (cassandra1 1.5)" {
+		t.Errorf("busy %q", got)
+	}
+	if got := (Fault{}).Busy(); got != "-" {
+		t.Errorf("a fault not measured: %q", got)
+	}
+}

@@ -192,6 +192,7 @@ func (m *Nemesis) RunPlan(ctx context.Context, plan []Fault, out io.Writer) erro
 	}
 	for i := range plan {
 		f := &plan[i]
+		cpu := m.C.CPUTimes()
 		f.Injected = time.Now()
 		heal, err := m.Inject(ctx, f)
 		if err != nil {
@@ -226,6 +227,7 @@ func (m *Nemesis) RunPlan(ctx context.Context, plan []Fault, out io.Writer) erro
 			return true, nil
 		})
 		f.Recovered = time.Now()
+		f.CPU = cpuSince(cpu, m.C.CPUTimes())
 		if err != nil {
 			f.Err = err
 			ectx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -233,8 +235,8 @@ func (m *Nemesis) RunPlan(ctx context.Context, plan []Fault, out io.Writer) erro
 			cancel()
 			return fmt.Errorf("after %s: the consumers did not catch up: %w", f, err)
 		}
-		fmt.Fprintf(out, "  %s  back in %s, caught up %s later\n", time.Now().UTC().Format("15:04:05"),
-			f.Back.Sub(f.Healed).Round(100*time.Millisecond), f.Recovered.Sub(f.Back).Round(100*time.Millisecond))
+		fmt.Fprintf(out, "  %s  back in %s, caught up %s later; cores busy meanwhile %s\n", time.Now().UTC().Format("15:04:05"),
+			f.Back.Sub(f.Healed).Round(100*time.Millisecond), f.Recovered.Sub(f.Back).Round(100*time.Millisecond), f.Busy())
 		if err := pause(calmGap); err != nil {
 			return err
 		}

@@ -90,7 +90,7 @@ func (s *Summary) counts() []count {
 // broken-promise counts with examples, and latencies.
 func (s *Summary) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "fault\ttargets\thold\tback in\tcaught up in\terror")
+	fmt.Fprintln(tw, "fault\ttargets\thold\tback in\tcaught up in\tcores busy (busiest)\terror")
 	since := func(later, earlier time.Time) string {
 		if later.IsZero() || earlier.IsZero() {
 			return "-"
@@ -102,7 +102,7 @@ func (s *Summary) Print(w io.Writer) {
 		if f.Err != nil {
 			e = f.Err.Error()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", f.Kind, strings.Join(f.Targets, ","), f.Hold, since(f.Back, f.Healed), since(f.Recovered, f.Back), e)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Kind, strings.Join(f.Targets, ","), f.Hold, since(f.Back, f.Healed), since(f.Recovered, f.Back), f.Busy(), e)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
